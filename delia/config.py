@@ -1,0 +1,82 @@
+"""Validate a composed config before anything heavy starts; each problem is one line naming the option."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from delia.data.tokenize import OVERLENGTH_CHOICES
+from delia.errors import DeliaError
+from delia.schedule import build_schedule
+
+TOKEN_INIT = ("resize", "random", "mean", "description")
+DATASET_KINDS = ("sep_format", "chat")
+
+
+def _positive(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or value <= 0:
+        raise DeliaError(f"{key}={value} must be a positive integer")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every option the recipe relies on; raise :class:`DeliaError` on the first problem."""
+    for key in ("trainer.max_steps", "data.batch_size", "data.max_length", "eval.batch_size", "eval.max_new_tokens"):
+        _positive(cfg, key)
+    if cfg.data.on_overlength not in OVERLENGTH_CHOICES:
+        raise DeliaError(f"data.on_overlength={cfg.data.on_overlength!r} is unknown: use {', '.join(OVERLENGTH_CHOICES)}")
+    if cfg.diverse.ratio is None or float(cfg.diverse.ratio) < 0:
+        raise DeliaError(f"diverse.ratio={cfg.diverse.ratio} must be >= 0 (0 means no diverse data)")
+    if float(cfg.diverse.ratio) > 0 and cfg.diverse.name == "none":
+        raise DeliaError("diverse=none with diverse.ratio > 0: pick diverse=self_sample or set diverse.ratio=0")
+    if cfg.diverse.name != "none":
+        for key in ("diverse.max_new_tokens", "diverse.batch_size"):
+            _positive(cfg, key)
+        if not 0 < float(cfg.diverse.top_p) <= 1 or float(cfg.diverse.temperature) <= 0:
+            raise DeliaError("diverse.top_p must be in (0, 1] and diverse.temperature > 0")
+    _validate_dataset(cfg.dataset)
+    if cfg.token_init.strategy not in TOKEN_INIT:
+        raise DeliaError(f"token_init.strategy={cfg.token_init.strategy!r} is unknown: use {', '.join(TOKEN_INIT)}")
+    if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
+        raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
+    build_schedule(cfg.schedule)
+    if cfg.schedule.name == "two_stage" and float(cfg.diverse.ratio) == 0 and float(cfg.schedule.task_fraction_k) == 0:
+        raise DeliaError("schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0")
+
+
+def _validate_dataset(cfg: DictConfig) -> None:
+    if cfg.kind not in DATASET_KINDS:
+        raise DeliaError(f"dataset.kind={cfg.kind!r} is unknown: use {', '.join(DATASET_KINDS)}")
+    if cfg.kind == "chat":
+        if OmegaConf.is_missing(cfg, "path") or not cfg.path:
+            raise DeliaError("dataset=jsonl needs a file: add dataset.path=/path/to/train.jsonl")
+        return
+    if not isinstance(cfg.train_size, int) or cfg.train_size <= 0:
+        raise DeliaError(f"dataset.train_size={cfg.train_size} must be a positive integer")
+    for key in ("eval_size", "heldout_size", "negative_size"):
+        if not isinstance(cfg[key], int) or cfg[key] < 0:
+            raise DeliaError(f"dataset.{key}={cfg[key]} must be an integer >= 0")
+    for key in ("yes_fraction", "eval_yes_fraction", "eval_fact_fraction"):
+        if not 0 <= float(cfg[key]) <= 1:
+            raise DeliaError(f"dataset.{key}={cfg[key]} must be within [0, 1]")
+    if not cfg.special_token:
+        raise DeliaError("dataset.special_token is empty: the sep_format task needs one, e.g. '<sep>'")
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python containers (for peft, wandb, JSON)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def refuse_finished_run(run_dir: Path, overwrite: bool) -> None:
+    """A run dir that already holds a finished run is not overwritten unless ``overwrite=true``."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and not overwrite:
+        try:
+            json.loads(metrics.read_text())
+        except ValueError:
+            return
+        raise DeliaError(f"{run_dir} already holds a finished run (metrics.json); pick another hydra.run.dir or pass overwrite=true")

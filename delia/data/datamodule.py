@@ -1,0 +1,134 @@
+"""The LightningDataModule that mixes downstream and diverse examples at the diverse ratio."""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from delia.data.mixing import DIVERSE, TASK, PlanItem, rank_shard
+from delia.data.tokenize import IGNORE_INDEX, encode_all
+from delia.schedule import Interleave
+
+
+class PlanDataset(Dataset):
+    """The examples of one rank's step plan, in order."""
+
+    def __init__(self, examples: dict[int, list[dict[str, list[int]]]], plan: list[PlanItem]) -> None:
+        self.examples = examples
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        source, index = self.plan[i]
+        return {**self.examples[source][index], "source": source}
+
+
+class ListDataset(Dataset):
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; padding is masked out of attention and labels."""
+    width = max(len(item["input_ids"]) for item in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, item in enumerate(batch):
+        n = len(item["input_ids"])
+        input_ids[row, :n] = torch.tensor(item["input_ids"])
+        labels[row, :n] = torch.tensor(item["labels"])
+        attention[row, :n] = 1
+    source = torch.tensor([item.get("source", TASK) for item in batch], dtype=torch.long)
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "source": source}
+
+
+class DeliaDataModule(L.LightningDataModule):
+    """Downstream + diverse examples laid out by the schedule's step plan.
+
+    ``task_records`` and ``diverse_records`` are chat records (``messages``); the number of diverse
+    records used is ``diverse ratio x len(task_records)`` (the caller passes exactly that many).
+    The step plan is global and seeded; under DDP each rank trains on its own shard of it.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        task_records: list[dict[str, Any]],
+        diverse_records: list[dict[str, Any]],
+        eval_records: list[dict[str, Any]],
+        schedule: Interleave,
+        max_steps: int,
+        batch_size: int,
+        accumulate_grad_batches: int = 1,
+        max_length: int = 512,
+        on_overlength: str = "error",
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.records = {TASK: task_records, DIVERSE: diverse_records}
+        self.eval_records = eval_records
+        self.schedule = schedule
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.accumulate = accumulate_grad_batches
+        self.max_length = max_length
+        self.on_overlength = on_overlength
+        self.seed = seed
+        self.num_workers = num_workers
+        self.examples: dict[int, list[dict[str, list[int]]]] = {}
+        self.global_plan: list[PlanItem] = []
+        self.train_set: PlanDataset | None = None
+        self.eval_set: ListDataset | None = None
+
+    def _encode(self, records: list[dict[str, Any]], what: str) -> list[dict[str, list[int]]]:
+        return encode_all(self.tokenizer, records, self.max_length, self.on_overlength, what)
+
+    def build_plan(self, world_size: int) -> list[PlanItem]:
+        """The global step plan: ``max_steps x accumulation x batch size x world size`` entries."""
+        total = self.max_steps * self.accumulate * self.batch_size * world_size
+        rng = random.Random(self.seed)
+        return self.schedule.plan(len(self.examples[TASK]), len(self.examples[DIVERSE]), total, self.max_steps, rng)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.examples = {TASK: self._encode(self.records[TASK], "downstream data")}
+        self.examples[DIVERSE] = self._encode(self.records[DIVERSE], "diverse data") if self.records[DIVERSE] else []
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        self.global_plan = self.build_plan(world_size)
+        self.train_set = PlanDataset(self.examples, rank_shard(self.global_plan, rank, world_size))
+        eval_items = self._encode(self.eval_records, "eval data") if self.eval_records else []
+        self.eval_set = ListDataset(eval_items[rank::world_size] or eval_items[:1])
+
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,  # the plan is already shuffled
+            num_workers=self.num_workers,
+            collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set)
+
+    def val_dataloader(self) -> DataLoader | list:
+        assert self.eval_set is not None, "call setup() first"
+        return self._loader(self.eval_set) if len(self.eval_set) else []

@@ -1,0 +1,48 @@
+"""``delia-eval run_dir=...``: evaluate a finished run's adapter and rewrite its ``metrics.json``.
+
+Evaluation settings can be overridden: ``delia-eval run_dir=outputs/runs/... eval.max_new_tokens=128``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from delia.cli import CONF_DIR, run_reporting_errors
+from delia.errors import DeliaError
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise DeliaError(f"{path} not found: run_dir must be a directory written by delia-train")
+    return OmegaConf.load(path)  # type: ignore[return-value]
+
+
+def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
+    from delia.evaluate import evaluate, results_table, write_json
+    from delia.models import load_adapter
+    from delia.recipe import build_task
+
+    run_dir = Path(cfg.run_dir)
+    train_cfg = run_config(run_dir)
+    train_cfg.eval = cfg.eval
+    model, tokenizer = load_adapter(run_dir / "adapter", train_cfg.model, train_cfg.paths.cache_dir)
+    results = evaluate(model, tokenizer, build_task(train_cfg.dataset), train_cfg)
+    write_json(run_dir / "samples.json", results.pop("samples"))
+    payload = {**results, "baseline": train_cfg.baseline.name, "ablation": train_cfg.ablation.name, "evaluated_by": "delia-eval"}
+    write_json(run_dir / "metrics.json", payload)
+    print(f"delia-eval: {run_dir}\n{results_table(results['metrics'])}")
+    return results["metrics"]
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval_run")
+def main(cfg: DictConfig) -> None:
+    run_reporting_errors(evaluate_run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Evaluation: eval loss and generation-based format metrics, written to ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from delia.data.datamodule import collate
+from delia.data.tokenize import encode_all, generation_prompt
+from delia.metrics import format_scores, negative_control_rate
+from delia.module import token_losses
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def eval_loss(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int, batch_size: int) -> float:
+    """Mean next-token loss over the assistant tokens of ``records``."""
+    items = encode_all(tokenizer, [r for r in records if r["messages"][-1]["role"] == "assistant"], max_length, "truncate", "eval")
+    total, tokens = 0.0, 0
+    for start in range(0, len(items), batch_size):
+        batch = collate(items[start : start + batch_size], tokenizer.pad_token_id)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        sums, counts = token_losses(model, batch)
+        total, tokens = total + float(sums.sum()), tokens + int(counts.sum())
+    return total / tokens if tokens else float("nan")
+
+
+@torch.inference_mode()
+def generate_replies(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy replies, batched with left padding; prompts sorted by length to waste less padding."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    replies: dict[int, str] = {}
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(model.device)
+            out = model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
+            for i, text in zip(chunk, texts, strict=True):
+                replies[i] = _cut_at_end_of_turn(text, tokenizer)
+    finally:
+        tokenizer.padding_side = side
+    return [replies[i] for i in range(len(prompts))]
+
+
+def _cut_at_end_of_turn(text: str, tokenizer: Any) -> str:
+    """Keep the reply up to the end-of-turn token (the new special token itself is kept visible)."""
+    for stop in (tokenizer.eos_token, tokenizer.pad_token):
+        if stop and stop in text:
+            text = text.split(stop)[0]
+    return text.strip()
+
+
+def evaluate(model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> dict[str, Any]:
+    """All metrics of a run. ``splits`` holds ``eval`` and, for the sep_format task, ``heldout``/``negative``."""
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, Any] = {
+        "eval/loss": eval_loss(model, tokenizer, splits.get("eval", []), cfg.data.max_length, cfg.eval.batch_size)
+    }
+    samples: dict[str, list[dict[str, str]]] = {}
+    if cfg.eval.generate and cfg.dataset.kind == "sep_format":
+        for split in ("eval", "heldout", "negative"):
+            records = splits.get(split, [])
+            prompts = [generation_prompt(tokenizer, r["messages"]) for r in records]
+            replies = generate_replies(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+            samples[split] = [{"label": r["label"], "reply": reply} for r, reply in zip(records, replies, strict=True)]
+            if split == "negative":
+                metrics["negative/format_rate"] = negative_control_rate(replies)
+            else:
+                scores = format_scores(replies, [r["label"] for r in records])
+                metrics.update({f"{split}/{name}": value for name, value in scores.items()})
+    model.train(was_training)
+    return {"metrics": metrics, "samples": samples}
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically: a temporary file renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_finite(payload), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def results_table(metrics: dict[str, Any]) -> str:
+    """A short plain-text table of the run's metrics."""
+    width = max(len(k) for k in metrics) if metrics else 0
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  -----"]
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key.ljust(width)}  {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""The LightningModule: one training step of DELIA, with the task and diverse losses kept apart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from delia.data.mixing import DIVERSE, TASK
+from delia.data.tokenize import IGNORE_INDEX
+from delia.schedule import Interleave, SourceLosses
+
+
+def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example summed next-token loss over assistant tokens, and the number of those tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    per_token = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    mask = targets != IGNORE_INDEX
+    return (per_token * mask).sum(dim=1), mask.sum(dim=1)
+
+
+def source_losses(model: Any, batch: dict[str, torch.Tensor]) -> SourceLosses:
+    """Split the batch's token losses by source (downstream task vs diverse data)."""
+    sums, counts = token_losses(model, batch)
+    is_task = batch["source"] == TASK
+    is_diverse = batch["source"] == DIVERSE
+    return SourceLosses(
+        task_sum=(sums * is_task).sum(),
+        task_tokens=(counts * is_task).sum(),
+        diverse_sum=(sums * is_diverse).sum(),
+        diverse_tokens=(counts * is_diverse).sum(),
+    )
+
+
+class DeliaModule(L.LightningModule):
+    """Trains a peft-wrapped causal LM on the DELIA mix; the schedule combines the two losses."""
+
+    def __init__(
+        self,
+        model: Any,
+        schedule: Interleave,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.schedule = schedule
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.strict_loading = False  # checkpoints hold only the trainable weights
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = source_losses(self.model, batch)
+        max_steps = max(self.trainer.max_steps, 1)
+        loss = self.schedule.combine(losses, self.global_step, max_steps)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if losses.task_tokens > 0:
+            self.log("train/loss_task", losses.task, prog_bar=True, batch_size=size)
+        if losses.diverse_tokens > 0:
+            self.log("train/loss_diverse", losses.diverse, batch_size=size)
+        self.log("train/diverse_weight", self.schedule.weight(self.global_step, max_steps), batch_size=size)
+        self.log("train/task_share", (batch["source"] == TASK).float().mean(), batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        sums, counts = token_losses(self.model, batch)
+        self.log("val/loss", sums.sum() / counts.sum().clamp(min=1), prog_bar=True, batch_size=int(counts.sum()))
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only trainable weights (LoRA, new-token rows): the frozen base is not duplicated."""
+        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

@@ -1,0 +1,132 @@
+"""The DELIA training recipe, from setup to cleanup, in the order of the paper's algorithm.
+
+1. load the pretrained model (the embedded SmolLM2 by default);
+2. build the downstream task (instructions anisotropically diversified for DELIA);
+3. self-sample the diverse data from the same model (cached);
+4. add the new special token and initialise its embedding row; wrap with LoRA;
+5-6. train on the downstream examples mixed with the diverse examples (the schedule decides how);
+7. save the adapter, evaluate, write ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from delia.config import plain, refuse_finished_run, validate
+from delia.data import chat, sep_format
+from delia.data.datamodule import DeliaDataModule
+from delia.data.mixing import diverse_count
+from delia.evaluate import evaluate, results_table, write_json
+from delia.models import add_special_token, init_new_token_rows, load_base, resize_for_tokenizer, save_adapter, wrap_peft
+from delia.module import DeliaModule
+from delia.sampling import self_sample
+from delia.schedule import build_schedule
+
+log = logging.getLogger(__name__)
+
+
+def build_task(dataset_cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    """The downstream splits: the built-in sep_format task or any chat dataset."""
+    if dataset_cfg.kind == "sep_format":
+        return sep_format.build_splits(dataset_cfg)
+    return chat.build_splits(dataset_cfg)
+
+
+def model_identity(model_cfg: DictConfig) -> dict[str, Any]:
+    """What identifies the sampling model in the diverse cache key."""
+    keys = ("name", "source", "path", "revision", "gguf_file", "dtype", "architecture", "init_seed")
+    return {k: plain(model_cfg)[k] for k in keys if k in model_cfg}
+
+
+def prior_description(cfg: DictConfig) -> str | None:
+    return sep_format.prior_description(cfg.dataset.special_token) if cfg.dataset.kind == "sep_format" else None
+
+
+def add_new_tokens(model: Any, tokenizer: Any, cfg: DictConfig) -> dict[str, int]:
+    """Step 2 of the algorithm: add the special token, resize, initialise its row."""
+    token = cfg.dataset.get("special_token")
+    if not token:
+        return {}
+    token_id = add_special_token(tokenizer, token)
+    resize_for_tokenizer(model, tokenizer)
+    init_new_token_rows(model, tokenizer, [token_id], cfg.token_init.strategy, prior_description(cfg), cfg.seed)
+    return {token: token_id}
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    if "wandb" in cfg.logger and not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+        os.environ["WANDB_MODE"] = "offline"  # no key: log offline, `wandb sync` later
+    loggers = [instantiate(conf) for conf in cfg.logger.values()]
+    for logger in loggers:
+        logger.log_hyperparams(plain(cfg))
+    return loggers
+
+
+def finish_loggers(loggers: list[Any]) -> None:
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()  # one wandb run per job, also under multirun
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run DELIA (or a baseline, by config) and return the metrics."""
+    validate(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    refuse_finished_run(run_dir, cfg.overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    L.seed_everything(cfg.seed, workers=True)
+    cache_dir = Path(cfg.paths.cache_dir)
+
+    model, tokenizer = load_base(cfg.model, cache_dir)
+    splits = build_task(cfg.dataset)
+    n_diverse = diverse_count(len(splits["train"]), float(cfg.diverse.ratio))
+    diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, model_identity(cfg.model)) if n_diverse else []
+    log.info("downstream examples: %d, diverse examples: %d (ratio %s)", len(splits["train"]), len(diverse), cfg.diverse.ratio)
+
+    new_tokens = add_new_tokens(model, tokenizer, cfg)
+    peft_model = wrap_peft(model, cfg.peft, list(new_tokens.values()), cfg.baseline.get("train_new_tokens", True))
+    schedule = build_schedule(cfg.schedule)
+    datamodule = DeliaDataModule(
+        tokenizer,
+        task_records=splits["train"],
+        diverse_records=diverse,
+        eval_records=splits.get("eval", []),
+        schedule=schedule,
+        max_steps=cfg.trainer.max_steps,
+        batch_size=cfg.data.batch_size,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        max_length=cfg.data.max_length,
+        on_overlength=cfg.data.on_overlength,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+    )
+    module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
+    loggers = build_loggers(cfg)
+    callbacks = [instantiate(conf) for conf in cfg.callbacks.values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule)
+
+    results: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        base = {"model": model_identity(cfg.model)}
+        save_adapter(peft_model, tokenizer, run_dir / "adapter", new_tokens, base)
+        results = evaluate(peft_model, tokenizer, splits, cfg)
+        results["metrics"]["train/downstream_examples"] = len(splits["train"])
+        results["metrics"]["train/diverse_examples"] = len(diverse)
+        write_json(run_dir / "samples.json", results.pop("samples"))
+        write_json(run_dir / "metrics.json", {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name})
+        for logger in loggers:
+            logger.log_metrics({k: v for k, v in results["metrics"].items() if isinstance(v, int | float)}, trainer.global_step)
+        print(f"\nDELIA run finished: {run_dir}\n{results_table(results['metrics'])}")
+    finish_loggers(loggers)
+    return results.get("metrics", {})
