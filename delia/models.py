@@ -275,6 +275,11 @@ def resize_and_restore_rows(model: Any, tokenizer: Any, folder: Path) -> None:
     if ids:
         rows = load_file(str(folder / NEW_TOKEN_ROWS))["rows"]
         weight = model.get_input_embeddings().weight
+        if rows.shape[1] != weight.shape[1]:
+            raise DeliaError(
+                f"{folder}: the adapter does not match this base model (embedding width {rows.shape[1]} "
+                f"vs {weight.shape[1]}); pass the model= the adapter was trained on"
+            )
         with torch.no_grad():
             weight[ids] = rows.to(weight.dtype)
 

@@ -63,7 +63,7 @@ def add_new_tokens(model: Any, tokenizer: Any, cfg: DictConfig) -> dict[str, int
 def build_loggers(cfg: DictConfig) -> list[Any]:
     if "wandb" in cfg.logger and not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
         os.environ["WANDB_MODE"] = "offline"  # no key: log offline, `wandb sync` later
-    loggers = [instantiate(conf) for conf in cfg.logger.values()]
+    loggers = [instantiate(conf) for conf in cfg.logger.values() if "_target_" in conf]
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
     return loggers
@@ -112,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     loggers = build_loggers(cfg)
-    callbacks = [instantiate(conf) for conf in cfg.callbacks.values()]
+    callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if "_target_" in conf]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     trainer.fit(module, datamodule=datamodule)
 

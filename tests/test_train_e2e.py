@@ -1,0 +1,116 @@
+"""End to end on tiny_random: delia-train writes every output; delia-eval re-evaluates; the CLI fails cleanly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from delia.errors import DeliaError
+from delia.recipe import train
+from tests.conftest import TINY, compose_train
+
+METRICS = ["eval/loss", "eval/format_acc", "eval/label_acc", "heldout/format_acc", "heldout/label_acc", "negative/format_rate"]
+
+
+def test_run_writes_metrics_adapter_checkpoint_logs_and_config(tiny_run) -> None:
+    run_dir, metrics = tiny_run
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert set(METRICS) <= set(saved["metrics"]) and saved["baseline"] == "delia"
+    assert saved["metrics"]["train/diverse_examples"] == saved["metrics"]["train/downstream_examples"] == 8
+    assert 0 < metrics["eval/loss"] < 20
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "delia_adapter.json"} <= {
+        p.name for p in (run_dir / "adapter").iterdir()
+    }
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "samples.json").is_file()
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert any(row.get("train/loss_task") for row in rows) and any(row.get("train/loss_diverse") for row in rows)
+
+
+def test_checkpoint_holds_only_trainable_weights(tiny_run) -> None:
+    run_dir, _ = tiny_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    keys = list(ckpt["state_dict"])
+    assert keys and all("lora_" in k or "trainable_tokens" in k for k in keys)
+    assert "optimizer_states" in ckpt and ckpt["global_step"] == 2
+
+
+def test_delia_eval_reproduces_the_training_metrics(tiny_run) -> None:
+    from delia.eval import evaluate_run
+
+    run_dir, metrics = tiny_run
+    cfg = compose_train([f"run_dir={run_dir}"], name="eval_run")
+    cfg.eval = compose_train(TINY).eval
+    again = evaluate_run(cfg)
+    assert again["eval/loss"] == pytest.approx(metrics["eval/loss"], rel=1e-4)
+    assert again["heldout/format_acc"] == metrics["heldout/format_acc"]
+    assert json.loads((run_dir / "metrics.json").read_text())["evaluated_by"] == "delia-eval"
+
+
+def test_finished_run_dir_is_refused_unless_overwrite(tiny_run) -> None:
+    run_dir, _ = tiny_run
+    with pytest.raises(DeliaError, match="already holds a finished run"):
+        train(compose_train(TINY, run_dir=run_dir))
+
+
+@pytest.mark.parametrize("schedule", ["weighted", "two_stage"])
+def test_other_schedules_and_common_it_train(tiny_cfg, schedule: str) -> None:
+    metrics = train(tiny_cfg(f"schedule={schedule}", "callbacks=none", "logger=none", "eval.generate=false"))
+    assert metrics["eval/loss"] > 0
+    metrics = train(tiny_cfg("baseline=common_it", "callbacks=none", "logger=none", "eval.generate=false", "overwrite=true"))
+    assert metrics["train/diverse_examples"] == 0
+
+
+def test_wandb_logger_works_offline_without_a_key(tiny_cfg) -> None:
+    cfg = tiny_cfg("logger=wandb", "callbacks=none", "eval.generate=false")
+    train(cfg)
+    runs = list((Path(cfg.paths.run_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DELIA_OUTPUT_ROOT": str(cwd / "outputs")}
+    env.pop("DELIA_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_console_entry_point_runs(tmp_path: Path) -> None:
+    result = cli("delia.train", *TINY, "eval.generate=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "DELIA run finished" in result.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["eval/loss"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset=jsonl", "dataset.path=missing.jsonl"], "missing.jsonl: file not found"),
+        (["dataset=jsonl", "dataset.path=bad.jsonl"], "bad.jsonl:2: not valid JSON"),
+        (["dataset=jsonl", "dataset.path=empty.jsonl"], "the dataset is empty"),
+        (["dataset=jsonl", "dataset.path=nofields.jsonl"], "nofields.jsonl:1 field 'messages'"),
+        (["dataset=jsonl", "dataset.path=long.jsonl", "data.max_length=32"], "long.jsonl:1: .* longer than data.max_length=32"),
+        (["model=llama2_7b_chat"], "model=llama2_7b_chat: cannot load"),
+        (["diverse.ratio=-2"], "diverse.ratio=-2"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    (tmp_path / "bad.jsonl").write_text(good + "\n{oops\n")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "nofields.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "long.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "w " * 100}, {"role": "assistant", "content": "a"}]}) + "\n")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        result = cli("delia.train", *TINY, *args, "hydra.run.dir=run", cwd=tmp_path)
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE")
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("delia: error:")]
+    assert len(errors) == 1 and __import__("re").search(message, errors[0]), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
