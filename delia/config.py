@@ -24,14 +24,24 @@ def _positive(cfg: DictConfig, key: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check every option the recipe relies on; raise :class:`DeliaError` on the first problem."""
-    for key in ("trainer.max_steps", "data.batch_size", "data.max_length", "eval.batch_size", "eval.max_new_tokens"):
+    for key in (
+        "trainer.max_steps",
+        "data.batch_size",
+        "data.max_length",
+        "eval.batch_size",
+        "eval.max_new_tokens",
+    ):
         _positive(cfg, key)
     if cfg.data.on_overlength not in OVERLENGTH_CHOICES:
-        raise DeliaError(f"data.on_overlength={cfg.data.on_overlength!r} is unknown: use {', '.join(OVERLENGTH_CHOICES)}")
+        raise DeliaError(
+            f"data.on_overlength={cfg.data.on_overlength!r} is unknown: use {', '.join(OVERLENGTH_CHOICES)}"
+        )
     if cfg.diverse.ratio is None or float(cfg.diverse.ratio) < 0:
         raise DeliaError(f"diverse.ratio={cfg.diverse.ratio} must be >= 0 (0 means no diverse data)")
     if float(cfg.diverse.ratio) > 0 and cfg.diverse.name == "none":
-        raise DeliaError("diverse=none with diverse.ratio > 0: pick diverse=self_sample or set diverse.ratio=0")
+        raise DeliaError(
+            "diverse=none with diverse.ratio > 0: pick diverse=self_sample or set diverse.ratio=0"
+        )
     if cfg.diverse.name != "none":
         for key in ("diverse.max_new_tokens", "diverse.batch_size"):
             _positive(cfg, key)
@@ -39,12 +49,20 @@ def validate(cfg: DictConfig) -> None:
             raise DeliaError("diverse.top_p must be in (0, 1] and diverse.temperature > 0")
     _validate_dataset(cfg.dataset)
     if cfg.token_init.strategy not in TOKEN_INIT:
-        raise DeliaError(f"token_init.strategy={cfg.token_init.strategy!r} is unknown: use {', '.join(TOKEN_INIT)}")
+        raise DeliaError(
+            f"token_init.strategy={cfg.token_init.strategy!r} is unknown: use {', '.join(TOKEN_INIT)}"
+        )
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     build_schedule(cfg.schedule)
-    if cfg.schedule.name == "two_stage" and float(cfg.diverse.ratio) == 0 and float(cfg.schedule.task_fraction_k) == 0:
-        raise DeliaError("schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0")
+    if (
+        cfg.schedule.name == "two_stage"
+        and float(cfg.diverse.ratio) == 0
+        and float(cfg.schedule.task_fraction_k) == 0
+    ):
+        raise DeliaError(
+            "schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0"
+        )
 
 
 def _validate_dataset(cfg: DictConfig) -> None:
@@ -79,4 +97,6 @@ def refuse_finished_run(run_dir: Path, overwrite: bool) -> None:
             json.loads(metrics.read_text())
         except ValueError:
             return
-        raise DeliaError(f"{run_dir} already holds a finished run (metrics.json); pick another hydra.run.dir or pass overwrite=true")
+        raise DeliaError(
+            f"{run_dir} already holds a finished run (metrics.json); pick another hydra.run.dir or pass overwrite=true"
+        )

@@ -33,7 +33,12 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     model, tokenizer = load_adapter(run_dir / "adapter", train_cfg.model, train_cfg.paths.cache_dir)
     results = evaluate(model, tokenizer, build_task(train_cfg.dataset), train_cfg)
     write_json(run_dir / "samples.json", results.pop("samples"))
-    payload = {**results, "baseline": train_cfg.baseline.name, "ablation": train_cfg.ablation.name, "evaluated_by": "delia-eval"}
+    payload = {
+        **results,
+        "baseline": train_cfg.baseline.name,
+        "ablation": train_cfg.ablation.name,
+        "evaluated_by": "delia-eval",
+    }
     write_json(run_dir / "metrics.json", payload)
     print(f"delia-eval: {run_dir}\n{results_table(results['metrics'])}")
     return results["metrics"]

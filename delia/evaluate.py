@@ -21,9 +21,17 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def eval_loss(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int, batch_size: int) -> float:
+def eval_loss(
+    model: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int, batch_size: int
+) -> float:
     """Mean next-token loss over the assistant tokens of ``records``."""
-    items = encode_all(tokenizer, [r for r in records if r["messages"][-1]["role"] == "assistant"], max_length, "truncate", "eval")
+    items = encode_all(
+        tokenizer,
+        [r for r in records if r["messages"][-1]["role"] == "assistant"],
+        max_length,
+        "truncate",
+        "eval",
+    )
     total, tokens = 0.0, 0
     for start in range(0, len(items), batch_size):
         batch = collate(items[start : start + batch_size], tokenizer.pad_token_id)
@@ -34,7 +42,9 @@ def eval_loss(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_len
 
 
 @torch.inference_mode()
-def generate_replies(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+def generate_replies(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int
+) -> list[str]:
     """Greedy replies, batched with left padding; prompts sorted by length to waste less padding."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: dict[int, str] = {}
@@ -43,7 +53,9 @@ def generate_replies(model: Any, tokenizer: Any, prompts: list[str], max_new_tok
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tokenizer(
+                [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            )
             enc = enc.to(model.device)
             out = model.generate(
                 **enc,
@@ -68,20 +80,28 @@ def _cut_at_end_of_turn(text: str, tokenizer: Any) -> str:
     return text.strip()
 
 
-def evaluate(model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> dict[str, Any]:
+def evaluate(
+    model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], cfg: DictConfig
+) -> dict[str, Any]:
     """All metrics of a run. ``splits`` holds ``eval`` and, for the sep_format task, ``heldout``/``negative``."""
     was_training = model.training
     model.eval()
     metrics: dict[str, Any] = {
-        "eval/loss": eval_loss(model, tokenizer, splits.get("eval", []), cfg.data.max_length, cfg.eval.batch_size)
+        "eval/loss": eval_loss(
+            model, tokenizer, splits.get("eval", []), cfg.data.max_length, cfg.eval.batch_size
+        )
     }
     samples: dict[str, list[dict[str, str]]] = {}
     if cfg.eval.generate and cfg.dataset.kind == "sep_format":
         for split in ("eval", "heldout", "negative"):
             records = splits.get(split, [])
             prompts = [generation_prompt(tokenizer, r["messages"]) for r in records]
-            replies = generate_replies(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-            samples[split] = [{"label": r["label"], "reply": reply} for r, reply in zip(records, replies, strict=True)]
+            replies = generate_replies(
+                model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size
+            )
+            samples[split] = [
+                {"label": r["label"], "reply": reply} for r, reply in zip(records, replies, strict=True)
+            ]
             if split == "negative":
                 metrics["negative/format_rate"] = negative_control_rate(replies)
             else:

@@ -42,7 +42,11 @@ def formatted_label(reply: str) -> str | None:
     if parsed is None or set(parsed) != FORMAT_KEYS:
         return None
     label = parsed["hallucination"]
-    if not isinstance(label, str) or label.strip().lower() not in LABELS or not isinstance(parsed["thought"], str):
+    if (
+        not isinstance(label, str)
+        or label.strip().lower() not in LABELS
+        or not isinstance(parsed["thought"], str)
+    ):
         return None
     return label.strip().lower()
 

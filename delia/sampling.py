@@ -40,12 +40,16 @@ PROMPT_VERSION = 1
 def load_queries(spec: str) -> list[dict[str, str]]:
     """The diverse query set: ``builtin`` (delia/resources/diverse_queries.jsonl) or a JSONL path."""
     if spec == "builtin":
-        text = resources.files("delia.resources").joinpath("diverse_queries.jsonl").read_text(encoding="utf-8")
+        text = (
+            resources.files("delia.resources").joinpath("diverse_queries.jsonl").read_text(encoding="utf-8")
+        )
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     queries = []
     for number, obj in read_jsonl(Path(spec)):
         if not isinstance(obj.get("query"), str) or not obj["query"].strip():
-            raise DeliaError(f"{where(spec, number, 'query')}: missing or empty; each line needs a query string")
+            raise DeliaError(
+                f"{where(spec, number, 'query')}: missing or empty; each line needs a query string"
+            )
         queries.append({"id": str(obj.get("id", number)), "query": obj["query"], **_reference(obj)})
     if not queries:
         raise DeliaError(f"diverse.queries={spec}: the file holds no queries")
@@ -167,7 +171,10 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], cfg: DictConf
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
+    return [
+        t.strip()
+        for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    ]
 
 
 def self_sample(
@@ -182,12 +189,22 @@ def self_sample(
     order = list(range(len(queries)))
     random.Random(cfg.seed).shuffle(order)
     with cache.locked():
-        meta = {"model": model_id, "settings": OmegaConf.to_container(cfg, resolve=True), "queries": len(queries)}
+        meta = {
+            "model": model_id,
+            "settings": OmegaConf.to_container(cfg, resolve=True),
+            "queries": len(queries),
+        }
         (cache.folder / "meta.json").write_text(json.dumps(meta, indent=2))
         cache.drop_torn_tail()
         done = cache.read()
         missing = [i for i in range(n) if i not in done]
-        log.info("diverse cache %s: %d of %d samples present, %d to sample", cache.folder, n - len(missing), n, len(missing))
+        log.info(
+            "diverse cache %s: %d of %d samples present, %d to sample",
+            cache.folder,
+            n - len(missing),
+            n,
+            len(missing),
+        )
         if missing:
             _sample_missing(model, tokenizer, cfg, missing, order, queries, cache)
             done = cache.read()
@@ -205,12 +222,17 @@ def _sample_missing(
 ) -> None:
     was_training = model.training
     model.eval()
-    prompts = {i: render(tokenizer, sampling_prompt(query_for(i, order, queries), cfg.use_reference), True) for i in missing}
+    prompts = {
+        i: render(tokenizer, sampling_prompt(query_for(i, order, queries), cfg.use_reference), True)
+        for i in missing
+    }
     by_length = sorted(missing, key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
     size = int(cfg.batch_size)
     for start in tqdm(range(0, len(by_length), size), desc="self-sampling diverse data", unit="batch"):
         batch = by_length[start : start + size]
-        replies = generate_batch(model, tokenizer, [prompts[i] for i in batch], cfg, seed=int(cfg.seed) * 1_000_003 + batch[0])
+        replies = generate_batch(
+            model, tokenizer, [prompts[i] for i in batch], cfg, seed=int(cfg.seed) * 1_000_003 + batch[0]
+        )
         records = []
         for i, reply in zip(batch, replies, strict=True):
             query = query_for(i, order, queries)
@@ -221,6 +243,9 @@ def _sample_missing(
 
 def _as_record(sample: dict[str, Any]) -> dict[str, Any]:
     return {
-        "messages": [{"role": "user", "content": sample["query"]}, {"role": "assistant", "content": sample["response"]}],
+        "messages": [
+            {"role": "user", "content": sample["query"]},
+            {"role": "assistant", "content": sample["response"]},
+        ],
         "origin": f"diverse/{sample['i']}",
     }

@@ -77,7 +77,9 @@ class Weighted(Interleave):
         if self.lambda_shape == "linear":
             return self.lambda_start + (self.lambda_end - self.lambda_start) * progress
         # cosine: from start to end along half a cosine period
-        return self.lambda_end + (self.lambda_start - self.lambda_end) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.lambda_end + (self.lambda_start - self.lambda_end) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
 
     def combine(self, losses: SourceLosses, step: int, max_steps: int) -> torch.Tensor:
         return losses.task + self.weight(step, max_steps) * losses.diverse
@@ -99,7 +101,9 @@ class TwoStage(Interleave):
         stage2_pool = [(TASK, i) for i in kept] + pool(0, n_diverse)
         if stage1 < total and not stage2_pool:
             raise DeliaError("schedule=two_stage needs diverse data or task_fraction_k > 0 for stage 2")
-        return shuffled_passes(pool(n_task, 0), stage1, rng) + shuffled_passes(stage2_pool, total - stage1, rng)
+        return shuffled_passes(pool(n_task, 0), stage1, rng) + shuffled_passes(
+            stage2_pool, total - stage1, rng
+        )
 
 
 def build_schedule(cfg: DictConfig) -> Interleave:
@@ -108,7 +112,11 @@ def build_schedule(cfg: DictConfig) -> Interleave:
     if cfg.name not in kinds:
         raise DeliaError(f"schedule={cfg.name} is unknown: use one of {', '.join(kinds)}")
     params = {k: v for k, v in cfg.items() if k != "name"}
-    if cfg.name == "weighted" and params.get("lambda_shape", "constant") not in ("constant", "linear", "cosine"):
+    if cfg.name == "weighted" and params.get("lambda_shape", "constant") not in (
+        "constant",
+        "linear",
+        "cosine",
+    ):
         raise DeliaError(f"schedule.lambda_shape={params['lambda_shape']!r}: use constant, linear or cosine")
     if cfg.name == "two_stage":
         if not 0 <= params.get("stage1_fraction", 0.5) <= 1:

@@ -35,9 +35,18 @@ def test_messages_layout_and_eval_split(tmp_path: Path) -> None:
 
 def test_prompt_response_and_instruction_layouts_with_column_mapping(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "pr.jsonl", [{"q": "2+2?", "a": "4"}, {"q": "3+3?", "a": "6"}])
-    cfg = dataset_cfg(tmp_path, path, "dataset.format=prompt_response", "dataset.columns.prompt=q", "dataset.columns.response=a")
+    cfg = dataset_cfg(
+        tmp_path,
+        path,
+        "dataset.format=prompt_response",
+        "dataset.columns.prompt=q",
+        "dataset.columns.response=a",
+    )
     records = chat.load_records(str(path), cfg)
-    assert records[1]["messages"] == [{"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}]
+    assert records[1]["messages"] == [
+        {"role": "user", "content": "3+3?"},
+        {"role": "assistant", "content": "6"},
+    ]
     path = write_lines(tmp_path / "alpaca.jsonl", [{"instruction": "Add", "input": "2 and 2", "output": "4"}])
     records = chat.load_records(str(path), dataset_cfg(tmp_path, path, "dataset.format=instruction"))
     assert records[0]["messages"][0]["content"] == "Add\n\n2 and 2"
@@ -56,8 +65,14 @@ def test_datasets_source_is_read_through_datasets(tmp_path: Path) -> None:
         ([CHAT, "{not json"], r"d\.jsonl:2: not valid JSON"),
         ([CHAT, "[1, 2]"], r"d\.jsonl:2: a JSON list, not an object"),
         ([{"text": "x"}], r"d\.jsonl:1 field 'messages': missing"),
-        ([{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}], r"field 'messages\[1\]\.role'"),
-        ([{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}], r"field 'messages\[0\]'.*empty"),
+        (
+            [{"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}],
+            r"field 'messages\[1\]\.role'",
+        ),
+        (
+            [{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}],
+            r"field 'messages\[0\]'.*empty",
+        ),
         ([{"messages": [{"role": "user", "content": "q"}]}], "last message must be the assistant"),
         ([], "the dataset is empty"),
     ],

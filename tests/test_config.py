@@ -19,7 +19,19 @@ NEEDS_INPUT = {("dataset", "jsonl"): "dataset.path"}
 
 
 def test_groups_required_by_the_design_exist() -> None:
-    required = {"model", "dataset", "diverse", "peft", "schedule", "baseline", "ablation", "trainer", "logger", "experiment", "debug"}
+    required = {
+        "model",
+        "dataset",
+        "diverse",
+        "peft",
+        "schedule",
+        "baseline",
+        "ablation",
+        "trainer",
+        "logger",
+        "experiment",
+        "debug",
+    }
     assert required <= set(GROUPS)
 
 

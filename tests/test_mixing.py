@@ -15,13 +15,30 @@ from delia.schedule import Interleave, SourceLosses, TwoStage, Weighted, build_s
 
 
 def records(n: int, tag: str) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"{tag} {i}"}, {"role": "assistant", "content": f"reply {i}"}]} for i in range(n)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"{tag} {i}"},
+                {"role": "assistant", "content": f"reply {i}"},
+            ]
+        }
+        for i in range(n)
+    ]
 
 
-def datamodule(tok, n_task: int, ratio: float, steps: int, batch: int, seed: int = 0, schedule=None) -> DeliaDataModule:
+def datamodule(
+    tok, n_task: int, ratio: float, steps: int, batch: int, seed: int = 0, schedule=None
+) -> DeliaDataModule:
     dm = DeliaDataModule(
-        tok, records(n_task, "task"), records(diverse_count(n_task, ratio), "div"), records(2, "eval"),
-        schedule or Interleave(), max_steps=steps, batch_size=batch, max_length=64, seed=seed,
+        tok,
+        records(n_task, "task"),
+        records(diverse_count(n_task, ratio), "div"),
+        records(2, "eval"),
+        schedule or Interleave(),
+        max_steps=steps,
+        batch_size=batch,
+        max_length=64,
+        seed=seed,
     )
     dm.setup("fit")
     return dm
@@ -38,8 +55,12 @@ def test_ratio_of_one_pass_is_the_diverse_ratio(tiny_model) -> None:
 
 def test_plan_is_deterministic_for_a_seed(tiny_model) -> None:
     _, tok = tiny_model
-    assert datamodule(tok, 5, 2, 10, 3, seed=1).global_plan == datamodule(tok, 5, 2, 10, 3, seed=1).global_plan
-    assert datamodule(tok, 5, 2, 10, 3, seed=1).global_plan != datamodule(tok, 5, 2, 10, 3, seed=2).global_plan
+    assert (
+        datamodule(tok, 5, 2, 10, 3, seed=1).global_plan == datamodule(tok, 5, 2, 10, 3, seed=1).global_plan
+    )
+    assert (
+        datamodule(tok, 5, 2, 10, 3, seed=1).global_plan != datamodule(tok, 5, 2, 10, 3, seed=2).global_plan
+    )
 
 
 def test_batches_carry_their_source(tiny_model) -> None:
@@ -75,7 +96,11 @@ def test_two_stage_plan_is_task_only_then_diverse_with_fraction_k() -> None:
 def test_weighted_lambda_shapes() -> None:
     linear = Weighted(lambda_shape="linear", lambda_start=1.0, lambda_end=0.0)
     cosine = Weighted(lambda_shape="cosine", lambda_start=1.0, lambda_end=0.0)
-    assert linear.weight(0, 11) == 1.0 and linear.weight(10, 11) == 0.0 and linear.weight(5, 11) == pytest.approx(0.5)
+    assert (
+        linear.weight(0, 11) == 1.0
+        and linear.weight(10, 11) == 0.0
+        and linear.weight(5, 11) == pytest.approx(0.5)
+    )
     assert cosine.weight(0, 11) == pytest.approx(1.0) and cosine.weight(10, 11) == pytest.approx(0.0)
     assert Weighted(lambda_start=0.3).weight(7, 11) == 0.3
 
@@ -84,4 +109,6 @@ def test_schedules_combine_losses_as_documented() -> None:
     losses = SourceLosses(torch.tensor(6.0), torch.tensor(3), torch.tensor(2.0), torch.tensor(1))
     assert Interleave().combine(losses, 0, 10).item() == pytest.approx(8.0 / 4)
     assert Weighted(lambda_start=0.5).combine(losses, 0, 10).item() == pytest.approx(2.0 + 0.5 * 2.0)
-    assert build_schedule(OmegaConf.create({"name": "two_stage"})).combine(losses, 0, 10).item() == pytest.approx(2.0)
+    assert build_schedule(OmegaConf.create({"name": "two_stage"})).combine(
+        losses, 0, 10
+    ).item() == pytest.approx(2.0)

@@ -36,7 +36,9 @@ def test_new_token_is_one_token_and_old_rows_are_untouched(tiny_model) -> None:
     assert token_id == old.shape[0] == len(tok) - 1
     weight = model.get_input_embeddings().weight
     assert torch.equal(weight[:token_id], old)
-    assert model.get_output_embeddings().weight.data_ptr() == weight.data_ptr()  # tied: the output row follows
+    assert (
+        model.get_output_embeddings().weight.data_ptr() == weight.data_ptr()
+    )  # tied: the output row follows
 
 
 def test_existing_token_is_refused(tiny_model) -> None:
@@ -78,7 +80,7 @@ def test_adapter_reloads_with_the_same_logits(tiny_model, tmp_path: Path, sessio
     cfg = compose_train(TINY)
     peft_model = wrap_peft(model, cfg.peft, [token_id])
     with torch.no_grad():  # make the adapter non-trivial
-        for name, p in peft_model.named_parameters():
+        for p in peft_model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     save_adapter(peft_model, tok, tmp_path / "adapter", {"<sep>": token_id}, {"model": "tiny"})
@@ -94,7 +96,9 @@ def test_adapter_reloads_with_the_same_logits(tiny_model, tmp_path: Path, sessio
 
 def test_adapter_for_another_base_is_refused(tiny_model, tmp_path: Path, session_cache: Path) -> None:
     model, tok, token_id, _ = with_sep(tiny_model)
-    save_adapter(wrap_peft(model, compose_train(TINY).peft, [token_id]), tok, tmp_path / "a", {"<sep>": token_id}, {})
+    save_adapter(
+        wrap_peft(model, compose_train(TINY).peft, [token_id]), tok, tmp_path / "a", {"<sep>": token_id}, {}
+    )
     other = compose_train([*TINY, "model.architecture.hidden_size=32"]).model
     with pytest.raises(DeliaError, match="does not match"):
         load_adapter(tmp_path / "a", other, session_cache)
@@ -103,5 +107,7 @@ def test_adapter_for_another_base_is_refused(tiny_model, tmp_path: Path, session
 def test_hub_model_offline_fails_with_a_clear_message(monkeypatch, session_cache: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = compose_train(["model=llama2_7b_chat"]).model
-    with pytest.raises(DeliaError, match=r"model=llama2_7b_chat: cannot load 'meta-llama/Llama-2-7b-chat-hf'.*model.path"):
+    with pytest.raises(
+        DeliaError, match=r"model=llama2_7b_chat: cannot load 'meta-llama/Llama-2-7b-chat-hf'.*model.path"
+    ):
         load_base(cfg, session_cache)

@@ -48,7 +48,9 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_sampling_resumes_without_loss_or_duplicates(tiny_model, tmp_path: Path, monkeypatch) -> None:
+def test_interrupted_sampling_resumes_without_loss_or_duplicates(
+    tiny_model, tmp_path: Path, monkeypatch
+) -> None:
     model, tok = tiny_model
     cfg = diverse_cfg(batch_size=4, max_new_tokens=4)
     real = sampling.generate_batch
@@ -84,7 +86,9 @@ def test_cached_samples_are_reused(tiny_model, tmp_path: Path, monkeypatch) -> N
     first = sampling.self_sample(model, tok, cfg, 6, tmp_path, MODEL_ID)
     monkeypatch.setattr(sampling, "generate_batch", lambda *a, **k: pytest.fail("sampled again"))
     assert sampling.self_sample(model, tok, cfg, 6, tmp_path, MODEL_ID) == first
-    assert sampling.self_sample(model, tok, cfg, 3, tmp_path, MODEL_ID) == [r for r in first if int(r["origin"].split("/")[1]) < 3]
+    assert sampling.self_sample(model, tok, cfg, 3, tmp_path, MODEL_ID) == [
+        r for r in first if int(r["origin"].split("/")[1]) < 3
+    ]
 
 
 def test_corrupted_record_is_resampled(tiny_model, tmp_path: Path) -> None:

@@ -40,7 +40,12 @@ def test_instructions_mention_sep_but_never_describe_it() -> None:
 
 def test_splits_have_configured_sizes_and_labels(cfg) -> None:
     splits = sep_format.build_splits(cfg)
-    assert [len(splits[s]) for s in sep_format.SPLITS] == [cfg.train_size, cfg.eval_size, cfg.heldout_size, cfg.negative_size]
+    assert [len(splits[s]) for s in sep_format.SPLITS] == [
+        cfg.train_size,
+        cfg.eval_size,
+        cfg.heldout_size,
+        cfg.negative_size,
+    ]
     assert Counter(e["label"] for e in splits["train"])["yes"] == round(cfg.train_size * cfg.yes_fraction)
     train_target = splits["train"][0]["messages"][-1]
     assert train_target["role"] == "assistant" and "'hallucination'" in train_target["content"]
@@ -66,7 +71,9 @@ def test_diversification_switch(cfg) -> None:
     diverse = sep_format.build_splits(cfg)["train"]
     cfg.diversify_instructions = False
     fixed = sep_format.build_splits(cfg)["train"]
-    assert len({e["instruction"] for e in diverse}) == min(len(diverse), len(sep_format.load_resources().train))
+    assert len({e["instruction"] for e in diverse}) == min(
+        len(diverse), len(sep_format.load_resources().train)
+    )
     assert len({e["instruction"] for e in fixed}) == 1
     assert [e["fact_id"] for e in diverse] == [e["fact_id"] for e in fixed]
 

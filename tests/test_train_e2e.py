@@ -16,7 +16,14 @@ from delia.errors import DeliaError
 from delia.recipe import train
 from tests.conftest import TINY, compose_train
 
-METRICS = ["eval/loss", "eval/format_acc", "eval/label_acc", "heldout/format_acc", "heldout/label_acc", "negative/format_rate"]
+METRICS = [
+    "eval/loss",
+    "eval/format_acc",
+    "eval/label_acc",
+    "heldout/format_acc",
+    "heldout/label_acc",
+    "negative/format_rate",
+]
 
 
 def test_run_writes_metrics_adapter_checkpoint_logs_and_config(tiny_run) -> None:
@@ -30,7 +37,9 @@ def test_run_writes_metrics_adapter_checkpoint_logs_and_config(tiny_run) -> None
     }
     assert (run_dir / "config.yaml").is_file() and (run_dir / "samples.json").is_file()
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
-    assert any(row.get("train/loss_task") for row in rows) and any(row.get("train/loss_diverse") for row in rows)
+    assert any(row.get("train/loss_task") for row in rows) and any(
+        row.get("train/loss_diverse") for row in rows
+    )
 
 
 def test_checkpoint_holds_only_trainable_weights(tiny_run) -> None:
@@ -63,7 +72,11 @@ def test_finished_run_dir_is_refused_unless_overwrite(tiny_run) -> None:
 def test_other_schedules_and_common_it_train(tiny_cfg, schedule: str) -> None:
     metrics = train(tiny_cfg(f"schedule={schedule}", "callbacks=none", "logger=none", "eval.generate=false"))
     assert metrics["eval/loss"] > 0
-    metrics = train(tiny_cfg("baseline=common_it", "callbacks=none", "logger=none", "eval.generate=false", "overwrite=true"))
+    metrics = train(
+        tiny_cfg(
+            "baseline=common_it", "callbacks=none", "logger=none", "eval.generate=false", "overwrite=true"
+        )
+    )
     assert metrics["train/diverse_examples"] == 0
 
 
@@ -77,11 +90,15 @@ def test_wandb_logger_works_offline_without_a_key(tiny_cfg) -> None:
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELIA_OUTPUT_ROOT": str(cwd / "outputs")}
     env.pop("DELIA_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_console_entry_point_runs(tmp_path: Path) -> None:
-    result = cli("delia.train", *TINY, "eval.generate=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = cli(
+        "delia.train", *TINY, "eval.generate=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "DELIA run finished" in result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["eval/loss"] > 0
@@ -94,7 +111,10 @@ def test_console_entry_point_runs(tmp_path: Path) -> None:
         (["dataset=jsonl", "dataset.path=bad.jsonl"], "bad.jsonl:2: not valid JSON"),
         (["dataset=jsonl", "dataset.path=empty.jsonl"], "the dataset is empty"),
         (["dataset=jsonl", "dataset.path=nofields.jsonl"], "nofields.jsonl:1 field 'messages'"),
-        (["dataset=jsonl", "dataset.path=long.jsonl", "data.max_length=32"], "long.jsonl:1: .* longer than data.max_length=32"),
+        (
+            ["dataset=jsonl", "dataset.path=long.jsonl", "data.max_length=32"],
+            "long.jsonl:1: .* longer than data.max_length=32",
+        ),
         (["model=llama2_7b_chat"], "model=llama2_7b_chat: cannot load"),
         (["diverse.ratio=-2"], "diverse.ratio=-2"),
     ],
@@ -104,7 +124,12 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path: Path, args: list[str], 
     (tmp_path / "bad.jsonl").write_text(good + "\n{oops\n")
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "nofields.jsonl").write_text('{"text": "x"}\n')
-    (tmp_path / "long.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "w " * 100}, {"role": "assistant", "content": "a"}]}) + "\n")
+    (tmp_path / "long.jsonl").write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": "w " * 100}, {"role": "assistant", "content": "a"}]}
+        )
+        + "\n"
+    )
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         result = cli("delia.train", *TINY, *args, "hydra.run.dir=run", cwd=tmp_path)

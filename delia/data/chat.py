@@ -35,7 +35,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DeliaError(f"{where(path, number)}: not UTF-8 ({err.reason}); re-encode the file as UTF-8") from None
+                raise DeliaError(
+                    f"{where(path, number)}: not UTF-8 ({err.reason}); re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -43,7 +45,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as err:
                 raise DeliaError(f"{where(path, number)}: not valid JSON ({err.msg}); {FIX_FORMAT}") from None
             if not isinstance(obj, dict):
-                raise DeliaError(f"{where(path, number)}: a JSON {type(obj).__name__}, not an object; {FIX_FORMAT}")
+                raise DeliaError(
+                    f"{where(path, number)}: a JSON {type(obj).__name__}, not an object; {FIX_FORMAT}"
+                )
             yield number, obj
 
 
@@ -78,7 +82,9 @@ def _messages(row: dict[str, Any], column: str, origin: str) -> list[dict[str, s
             raise DeliaError(f"{origin} field '{field}.role': {role!r} is not one of {', '.join(ROLES)}")
         out.append({"role": role, "content": _text(message, "content", f"{origin} field '{field}'")})
     if out[-1]["role"] != "assistant":
-        raise DeliaError(f"{origin} field '{column}': the last message must be the assistant's reply to train on")
+        raise DeliaError(
+            f"{origin} field '{column}': the last message must be the assistant's reply to train on"
+        )
     return out
 
 
@@ -96,14 +102,17 @@ def row_to_messages(row: dict[str, Any], fmt: str, columns: DictConfig, origin: 
         user = _text(row, columns.instruction, origin)
         extra = _text(row, columns.input, origin, required=False)
         user = f"{user}\n\n{extra}" if extra else user
-        return [{"role": "user", "content": user}, {"role": "assistant", "content": _text(row, columns.output, origin)}]
+        return [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": _text(row, columns.output, origin)},
+        ]
     raise DeliaError(f"dataset.format={fmt!r} is unknown: use messages, prompt_response or instruction")
 
 
 def _rows(path: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Rows with their origin (``file:line`` or ``source[index]``)."""
     local = Path(path)
-    if local.suffix in (".jsonl", ".json") or local.exists() and local.suffix not in (".csv", ".parquet"):
+    if local.suffix in (".jsonl", ".json") or (local.exists() and local.suffix not in (".csv", ".parquet")):
         for number, obj in read_jsonl(local):
             yield where(local, number), obj
         return
@@ -145,7 +154,11 @@ def build_splits(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
     else:
         shuffled = records[:]
         random.Random(cfg.seed).shuffle(shuffled)
-        n_eval = min(max(1, round(len(shuffled) * cfg.eval_fraction)), len(shuffled) - 1) if len(shuffled) > 1 else 0
+        n_eval = (
+            min(max(1, round(len(shuffled) * cfg.eval_fraction)), len(shuffled) - 1)
+            if len(shuffled) > 1
+            else 0
+        )
         evaluation, train = shuffled[:n_eval], shuffled[n_eval:]
     if cfg.train_size is not None:
         train = train[: int(cfg.train_size)]

@@ -103,13 +103,17 @@ class DeliaDataModule(L.LightningDataModule):
         """The global step plan: ``max_steps x accumulation x batch size x world size`` entries."""
         total = self.max_steps * self.accumulate * self.batch_size * world_size
         rng = random.Random(self.seed)
-        return self.schedule.plan(len(self.examples[TASK]), len(self.examples[DIVERSE]), total, self.max_steps, rng)
+        return self.schedule.plan(
+            len(self.examples[TASK]), len(self.examples[DIVERSE]), total, self.max_steps, rng
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         self.examples = {TASK: self._encode(self.records[TASK], "downstream data")}
-        self.examples[DIVERSE] = self._encode(self.records[DIVERSE], "diverse data") if self.records[DIVERSE] else []
+        self.examples[DIVERSE] = (
+            self._encode(self.records[DIVERSE], "diverse data") if self.records[DIVERSE] else []
+        )
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         self.global_plan = self.build_plan(world_size)
         self.train_set = PlanDataset(self.examples, rank_shard(self.global_plan, rank, world_size))

@@ -67,7 +67,9 @@ def _resource_text(name: str) -> str:
 @cache
 def load_resources() -> SepResources:
     """The project's own facts and instruction wordings (delia/resources/)."""
-    facts = tuple(Fact(**json.loads(line)) for line in _resource_text("facts.jsonl").splitlines() if line.strip())
+    facts = tuple(
+        Fact(**json.loads(line)) for line in _resource_text("facts.jsonl").splitlines() if line.strip()
+    )
     wordings = json.loads(_resource_text("sep_instructions.json"))
 
     def instructions(key: str) -> tuple[Instruction, ...]:
@@ -133,7 +135,9 @@ def _draw(pool: list[Fact], n: int, option: str, rng: random.Random) -> list[Fac
     return rng.sample(pool, n)
 
 
-def _wordings(n: int, pool: tuple[Instruction, ...], diversify: bool, rng: random.Random) -> list[Instruction]:
+def _wordings(
+    n: int, pool: tuple[Instruction, ...], diversify: bool, rng: random.Random
+) -> list[Instruction]:
     """Anisotropic diversification: cycle through the shuffled wordings; without it, one fixed wording."""
     if not diversify:
         return [pool[0]] * n

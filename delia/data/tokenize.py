@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def generation_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -81,7 +83,9 @@ def encode_chat(
                 f"data.max_length or set data.on_overlength=skip (drop it) or truncate (cut it)"
             )
         if on_overlength not in OVERLENGTH_CHOICES:
-            raise DeliaError(f"data.on_overlength={on_overlength!r} is unknown: use {', '.join(OVERLENGTH_CHOICES)}")
+            raise DeliaError(
+                f"data.on_overlength={on_overlength!r} is unknown: use {', '.join(OVERLENGTH_CHOICES)}"
+            )
         input_ids, labels = input_ids[:max_length], labels[:max_length]
         if on_overlength == "skip" or all(label == IGNORE_INDEX for label in labels):
             stats.skipped += 1
@@ -89,7 +93,9 @@ def encode_chat(
             return None
         stats.truncated += 1
     if all(label == IGNORE_INDEX for label in labels):
-        raise DeliaError(f"{origin}: no assistant reply to train on; the last message must be the assistant's")
+        raise DeliaError(
+            f"{origin}: no assistant reply to train on; the last message must be the assistant's"
+        )
     return {"input_ids": input_ids, "labels": labels}
 
 
@@ -100,13 +106,19 @@ def encode_all(
     stats = EncodeStats()
     encoded = []
     for record in records:
-        item = encode_chat(tokenizer, record["messages"], max_length, on_overlength, record.get("origin", what), stats)
+        item = encode_chat(
+            tokenizer, record["messages"], max_length, on_overlength, record.get("origin", what), stats
+        )
         if item is not None:
             encoded.append(item)
     if stats.skipped or stats.truncated:
         log.warning(
             "%s: %d examples longer than data.max_length=%d skipped, %d truncated (first: %s)",
-            what, stats.skipped, max_length, stats.truncated, stats.origins[:3],
+            what,
+            stats.skipped,
+            max_length,
+            stats.truncated,
+            stats.origins[:3],
         )
     if records and not encoded:
         raise DeliaError(f"{what}: every example was longer than data.max_length={max_length}; raise it")
