@@ -139,3 +139,21 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path: Path, args: list[str], 
     errors = [line for line in result.stderr.splitlines() if line.startswith("delia: error:")]
     assert len(errors) == 1 and __import__("re").search(message, errors[0]), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_delia_sample_fills_the_cache_that_training_reuses(tmp_path: Path) -> None:
+    env_cache = tmp_path / "cache"
+    os.environ["DELIA_CACHE_DIR"], previous = str(env_cache), os.environ["DELIA_CACHE_DIR"]
+    try:
+        result = cli("delia.sample", *TINY, "diverse.ratio=2", "hydra.run.dir=sample_run", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "16 diverse samples ready" in result.stdout  # 8 downstream examples x ratio 2
+        [cache_file] = env_cache.glob("diverse/*/samples.jsonl")
+        assert len(cache_file.read_text().splitlines()) == 16
+        again = cli(
+            "delia.train", *TINY, "diverse.ratio=2", "eval.generate=false", "hydra.run.dir=run", cwd=tmp_path
+        )
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "16 of 16 samples present, 0 to sample" in again.stdout + again.stderr
+    finally:
+        os.environ["DELIA_CACHE_DIR"] = previous
