@@ -263,7 +263,9 @@ def save_adapter(
     :func:`load_adapter` for the documented resize.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(folder, safe_serialization=True)
+    # the resized embedding matrices are not saved (they would be most of the file): the new rows
+    # are stored apart and restored by the documented resize
+    peft_model.save_pretrained(folder, safe_serialization=True, save_embedding_layers=False)
     tokenizer.save_pretrained(folder)
     if new_tokens:
         base_weight = _base_embedding_weight(peft_model)

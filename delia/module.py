@@ -54,6 +54,7 @@ class DeliaModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.strict_loading = False  # checkpoints hold only the trainable weights
+        self._rng_to_restore: torch.Tensor | None = None
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = source_losses(self.model, batch)
@@ -84,6 +85,19 @@ class DeliaModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only trainable weights (LoRA, new-token rows): the frozen base is not duplicated."""
+        """Keep only trainable weights (LoRA, new-token rows): the frozen base is not duplicated.
+
+        The torch RNG state goes along (LoRA dropout draws from it) so that a resumed run continues
+        exactly as an uninterrupted one would.
+        """
         trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["delia_rng"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("delia_rng")
+
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:  # after all setup, right before the first resumed step
+            torch.set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None

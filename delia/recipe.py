@@ -23,6 +23,7 @@ from delia.config import plain, refuse_finished_run, validate
 from delia.data import chat, sep_format
 from delia.data.datamodule import DeliaDataModule
 from delia.data.mixing import diverse_count
+from delia.errors import DeliaError
 from delia.evaluate import evaluate, results_table, write_json
 from delia.models import (
     add_special_token,
@@ -88,11 +89,26 @@ def finish_loggers(loggers: list[Any]) -> None:
             wandb.finish()  # one wandb run per job, also under multirun
 
 
+def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint a resumed run continues from (``resume=true`` or ``ckpt_path=last|<path>``)."""
+    wanted = "last" if cfg.resume else cfg.ckpt_path
+    if not wanted:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if wanted == "last" else Path(wanted)
+    if not path.is_file():
+        raise DeliaError(
+            f"{path}: no checkpoint to resume from; pass hydra.run.dir=<the killed run's dir> "
+            f"(or ckpt_path=<a .ckpt file>), or start a new run without resume"
+        )
+    return str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run DELIA (or a baseline, by config) and return the metrics."""
     validate(cfg)
     run_dir = Path(cfg.paths.run_dir)
     refuse_finished_run(run_dir, cfg.overwrite)
+    ckpt_path = checkpoint_to_resume(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -113,6 +129,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.diverse.ratio,
     )
 
+    # re-seed: what follows (new-row init, LoRA init, dropout) must not depend on whether the
+    # diverse data came from the cache or was sampled just now
+    L.seed_everything(cfg.seed, workers=True)
     new_tokens = add_new_tokens(model, tokenizer, cfg)
     peft_model = wrap_peft(
         model, cfg.peft, list(new_tokens.values()), cfg.baseline.get("train_new_tokens", True)
@@ -136,7 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg)
     callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if "_target_" in conf]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     results: dict[str, Any] = {}
     if trainer.is_global_zero:

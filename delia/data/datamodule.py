@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from delia.data.mixing import DIVERSE, TASK, PlanItem, rank_shard
 from delia.data.tokenize import IGNORE_INDEX, encode_all
@@ -28,6 +29,40 @@ class PlanDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         source, index = self.plan[i]
         return {**self.examples[source][index], "source": source}
+
+
+class OffsetSampler(Sampler[int]):
+    """Indices ``start .. n-1`` once (then ``0 .. n-1`` on later passes): the position in the plan."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.start = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, self.n))
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position Lightning saves in checkpoints and restores mid-epoch.
+
+    The state is the number of batches training has consumed (not the number prefetched), so a run
+    resumed from a checkpoint continues with exactly the batch an uninterrupted run would train next.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, consumed: Callable[[], int], **kwargs: Any) -> None:
+        self._offset_sampler = OffsetSampler(len(dataset))
+        self._consumed = consumed
+        super().__init__(dataset, batch_size=batch_size, sampler=self._offset_sampler, **kwargs)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_consumed": self._consumed()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._offset_sampler.start = int(state["batches_consumed"]) * int(self.batch_size or 1)
 
 
 class ListDataset(Dataset):
@@ -120,19 +155,27 @@ class DeliaDataModule(L.LightningDataModule):
         eval_items = self._encode(self.eval_records, "eval data") if self.eval_records else []
         self.eval_set = ListDataset(eval_items[rank::world_size] or eval_items[:1])
 
-    def _loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=False,  # the plan is already shuffled
-            num_workers=self.num_workers,
-            collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id),
-        )
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "collate_fn": partial(collate, pad_id=self.tokenizer.pad_token_id),
+        }
+
+    def _batches_consumed(self) -> int:
+        """Batches of this epoch that training has finished (Lightning's progress counter)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer else 0
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set)
+        # no shuffling here: the plan is already shuffled, and its position is checkpointed
+        return ResumableLoader(
+            self.train_set, self.batch_size, self._batches_consumed, **self._loader_kwargs()
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         assert self.eval_set is not None, "call setup() first"
-        return self._loader(self.eval_set) if len(self.eval_set) else []
+        return (
+            DataLoader(self.eval_set, batch_size=self.batch_size, **self._loader_kwargs())
+            if len(self.eval_set)
+            else []
+        )
