@@ -18,6 +18,38 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("delia")
 
 
+def group_options(conf_dir: str = CONF_DIR) -> dict[str, list[str]]:
+    """Config groups and their options, read from ``conf/``."""
+    root = Path(conf_dir)
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in root.iterdir() if d.is_dir()}
+
+
+def unknown_group_option(argv: list[str], conf_dir: str = CONF_DIR) -> str | None:
+    """The first ``group=option`` override naming an option that does not exist, as a one-line error."""
+    groups = group_options(conf_dir)
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in groups or "(" in value or value in ("null", ""):
+            continue  # not a group choice, or a sweep function like glob(*)
+        for option in value.split(","):
+            if option not in groups[key]:
+                return f"unknown option {key}={option}: choose one of {', '.join(groups[key])} (conf/{key}/)"
+    return None
+
+
+def checked_argv(hydra_main: Callable[[], T]) -> Callable[[], T]:
+    """Refuse an unknown config group option in one line before Hydra composes anything."""
+
+    def main() -> T:
+        problem = unknown_group_option(sys.argv[1:])
+        if problem:
+            print(f"delia: error: {problem}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        return hydra_main()
+
+    return main
+
+
 def run_reporting_errors(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run ``fn(cfg)``; a :class:`DeliaError` becomes one line on stderr and exit status 2.
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from delia.data.tokenize import OVERLENGTH_CHOICES
 from delia.errors import DeliaError
 from delia.schedule import build_schedule
+from delia.security import check_inside_roots
 
 TOKEN_INIT = ("resize", "random", "mean", "description")
 DATASET_KINDS = ("sep_format", "chat")
@@ -48,6 +49,7 @@ def validate(cfg: DictConfig) -> None:
         if not 0 < float(cfg.diverse.top_p) <= 1 or float(cfg.diverse.temperature) <= 0:
             raise DeliaError("diverse.top_p must be in (0, 1] and diverse.temperature > 0")
     _validate_dataset(cfg.dataset)
+    _validate_data_roots(cfg)
     if cfg.token_init.strategy not in TOKEN_INIT:
         raise DeliaError(
             f"token_init.strategy={cfg.token_init.strategy!r} is unknown: use {', '.join(TOKEN_INIT)}"
@@ -55,6 +57,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     build_schedule(cfg.schedule)
+    _validate_steps(cfg)
+    if not isinstance(cfg.seed, int):
+        raise DeliaError(f"seed={cfg.seed!r} must be an integer")
+    if str(cfg.resume) not in ("True", "False", "auto"):
+        raise DeliaError(f"resume={cfg.resume!r}: use true, false or auto")
     if (
         cfg.schedule.name == "two_stage"
         and float(cfg.diverse.ratio) == 0
@@ -62,6 +69,45 @@ def validate(cfg: DictConfig) -> None:
     ):
         raise DeliaError(
             "schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0"
+        )
+
+
+def _validate_data_roots(cfg: DictConfig) -> None:
+    """With ``paths.data_roots`` set, every data file must lie inside one of them (symlinks resolved)."""
+    roots = cfg.paths.get("data_roots")
+    if not roots:
+        return
+    files = {"dataset.path": cfg.dataset.get("path"), "dataset.eval_path": cfg.dataset.get("eval_path")}
+    if cfg.diverse.get("queries") not in (None, "builtin"):
+        files["diverse.queries"] = cfg.diverse.queries
+    for option, path in files.items():
+        if path and not OmegaConf.is_missing(cfg, option):
+            check_inside_roots(path, list(roots), option)
+
+
+def _validate_steps(cfg: DictConfig) -> None:
+    """A schedule must reach its steps: warmup, validation and checkpoints inside ``max_steps``."""
+    steps = int(cfg.trainer.max_steps)
+    warmup = cfg.lr_scheduler.get("num_warmup_steps")
+    if warmup is not None and int(warmup) >= steps:
+        raise DeliaError(
+            f"lr_scheduler.num_warmup_steps={warmup} >= trainer.max_steps={steps}: the schedule never gets past "
+            f"warmup; lower the warmup or raise trainer.max_steps"
+        )
+    batches = steps * int(cfg.trainer.accumulate_grad_batches)
+    interval = cfg.trainer.get("val_check_interval")
+    if isinstance(interval, int) and interval > batches:
+        raise DeliaError(
+            f"trainer.val_check_interval={interval} exceeds the {batches} training batches: no validation would run; "
+            f"set it <= trainer.max_steps x accumulate_grad_batches"
+        )
+    every = cfg.get("checkpoint_every_n_steps")
+    if every is not None and not 0 < int(every) <= steps:
+        raise DeliaError(f"checkpoint_every_n_steps={every} must be within 1..trainer.max_steps={steps}")
+    if cfg.schedule.name == "two_stage" and round(steps * float(cfg.schedule.stage1_fraction)) in (0, steps):
+        raise DeliaError(
+            f"schedule.stage1_fraction={cfg.schedule.stage1_fraction} leaves one stage without steps at "
+            f"trainer.max_steps={steps}; pick a fraction strictly between the two"
         )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from delia.cli import CONF_DIR, run_reporting_errors
+from delia.cli import CONF_DIR, checked_argv, run_reporting_errors
 from delia.errors import DeliaError
 
 
@@ -45,9 +45,11 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval_run")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     run_reporting_errors(evaluate_run, cfg)
 
+
+main = checked_argv(_main)
 
 if __name__ == "__main__":
     main()

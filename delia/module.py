@@ -11,7 +11,22 @@ import torch.nn.functional as F
 
 from delia.data.mixing import DIVERSE, TASK
 from delia.data.tokenize import IGNORE_INDEX
+from delia.errors import DeliaError
 from delia.schedule import Interleave, SourceLosses
+
+
+class NonFiniteLoss(DeliaError):
+    """A NaN/inf loss: the run stops, naming the step and the batch source; the last checkpoint is kept."""
+
+    def __init__(self, step: int, losses: SourceLosses, trainer: Any) -> None:
+        parts = {"task": losses.task, "diverse": losses.diverse}
+        bad = [name for name, value in parts.items() if not torch.isfinite(value)] or ["combined"]
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+        super().__init__(
+            f"non-finite loss at step {step} in the {' and '.join(bad)} part of the batch "
+            f"(loss_task={float(losses.task):.4g}, loss_diverse={float(losses.diverse):.4g}); "
+            f"last good checkpoint: {ckpt}; lower optimizer.lr or check that data"
+        )
 
 
 def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +75,8 @@ class DeliaModule(L.LightningModule):
         losses = source_losses(self.model, batch)
         max_steps = max(self.trainer.max_steps, 1)
         loss = self.schedule.combine(losses, self.global_step, max_steps)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(self.global_step, losses, self.trainer)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         if losses.task_tokens > 0:

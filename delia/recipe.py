@@ -19,12 +19,15 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from delia.callbacks import PreemptionCheckpoint
+from delia.checkpoint_io import SafetensorsCheckpointIO
 from delia.config import plain, refuse_finished_run, validate
 from delia.data import chat, sep_format
 from delia.data.datamodule import DeliaDataModule
 from delia.data.mixing import diverse_count
 from delia.errors import DeliaError
 from delia.evaluate import evaluate, results_table, write_json
+from delia.locking import file_lock
 from delia.models import (
     add_special_token,
     init_new_token_rows,
@@ -36,6 +39,7 @@ from delia.models import (
 from delia.module import DeliaModule
 from delia.sampling import self_sample
 from delia.schedule import build_schedule
+from delia.security import redacted_config
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
         os.environ["WANDB_MODE"] = "offline"  # no key: log offline, `wandb sync` later
     loggers = [instantiate(conf) for conf in cfg.logger.values() if "_target_" in conf]
     for logger in loggers:
-        logger.log_hyperparams(plain(cfg))
+        logger.log_hyperparams(redacted_config(cfg))
     return loggers
 
 
@@ -90,11 +94,19 @@ def finish_loggers(loggers: list[Any]) -> None:
 
 
 def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint a resumed run continues from (``resume=true`` or ``ckpt_path=last|<path>``)."""
+    """The checkpoint a resumed run continues from.
+
+    ``resume=true`` or ``ckpt_path=last``: ``<run dir>/checkpoints/last.ckpt`` must exist;
+    ``resume=auto``: that checkpoint if it exists (a requeued job), else a fresh start;
+    ``ckpt_path=<file>``: that file.
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if str(cfg.resume) == "auto":
+        return str(last) if last.is_file() else None
     wanted = "last" if cfg.resume else cfg.ckpt_path
     if not wanted:
         return None
-    path = run_dir / "checkpoints" / "last.ckpt" if wanted == "last" else Path(wanted)
+    path = last if wanted == "last" else Path(wanted)
     if not path.is_file():
         raise DeliaError(
             f"{path}: no checkpoint to resume from; pass hydra.run.dir=<the killed run's dir> "
@@ -103,25 +115,41 @@ def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
+def is_launcher_rank() -> bool:
+    """False in the extra ranks that torchrun/srun start: they share rank 0's run dir."""
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run DELIA (or a baseline, by config) and return the metrics."""
     validate(cfg)
     run_dir = Path(cfg.paths.run_dir)
     refuse_finished_run(run_dir, cfg.overwrite)
     ckpt_path = checkpoint_to_resume(cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if not is_launcher_rank():
+        return fit_and_evaluate(cfg, run_dir, ckpt_path)
+    with file_lock(run_dir / ".delia.lock", wait=False, what=f"run dir {run_dir}"):
+        save_config(cfg, run_dir / "config.yaml")
+        return fit_and_evaluate(cfg, run_dir, ckpt_path)
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """The resolved config, secrets redacted, written atomically."""
+    text = OmegaConf.to_yaml(OmegaConf.create(redacted_config(cfg)))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
+    """Steps 1-7 of the algorithm (see the module docstring)."""
     L.seed_everything(cfg.seed, workers=True)
     cache_dir = Path(cfg.paths.cache_dir)
-
     model, tokenizer = load_base(cfg.model, cache_dir)
     splits = build_task(cfg.dataset)
     n_diverse = diverse_count(len(splits["train"]), float(cfg.diverse.ratio))
-    diverse = (
-        self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, model_identity(cfg.model))
-        if n_diverse
-        else []
-    )
+    identity = model_identity(cfg.model)
+    diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, identity) if n_diverse else []
     log.info(
         "downstream examples: %d, diverse examples: %d (ratio %s)",
         len(splits["train"]),
@@ -154,13 +182,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     loggers = build_loggers(cfg)
     callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if "_target_" in conf]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    # checkpoints are safetensors files, never pickle (allow_pickle=true reads old pickle .ckpt files)
+    plugins = [SafetensorsCheckpointIO(allow_pickle=bool(cfg.allow_pickle))]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
+    preempted = [
+        c.saved_at_step
+        for c in callbacks
+        if isinstance(c, PreemptionCheckpoint) and c.saved_at_step is not None
+    ]
     results: dict[str, Any] = {}
-    if trainer.is_global_zero:
-        base = {"model": model_identity(cfg.model)}
-        save_adapter(peft_model, tokenizer, run_dir / "adapter", new_tokens, base)
+    if preempted:
+        print(
+            f"\nDELIA run preempted at step {preempted[0]}; continue it with: resume=true hydra.run.dir={run_dir}"
+        )
+    elif trainer.is_global_zero:
+        save_adapter(peft_model, tokenizer, run_dir / "adapter", new_tokens, {"model": identity})
         results = evaluate(peft_model, tokenizer, splits, cfg)
         results["metrics"]["train/downstream_examples"] = len(splits["train"])
         results["metrics"]["train/diverse_examples"] = len(diverse)
@@ -169,11 +209,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             run_dir / "metrics.json",
             {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name},
         )
+        numbers = {k: v for k, v in results["metrics"].items() if isinstance(v, int | float)}
         for logger in loggers:
-            logger.log_metrics(
-                {k: v for k, v in results["metrics"].items() if isinstance(v, int | float)},
-                trainer.global_step,
-            )
+            logger.log_metrics(numbers, trainer.global_step)
         print(f"\nDELIA run finished: {run_dir}\n{results_table(results['metrics'])}")
     finish_loggers(loggers)
     return results.get("metrics", {})

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from delia.cli import CONF_DIR, run_reporting_errors
+from delia.cli import CONF_DIR, checked_argv, run_reporting_errors
 
 
 def sample(cfg: DictConfig) -> int:
@@ -37,9 +37,11 @@ def sample(cfg: DictConfig) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     run_reporting_errors(sample, cfg)
 
+
+main = checked_argv(_main)
 
 if __name__ == "__main__":
     main()

@@ -14,13 +14,11 @@ duplicates). A lock file keeps two processes from sampling into the same cache a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import random
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from tqdm.auto import tqdm
 from delia.data.chat import read_jsonl
 from delia.data.tokenize import render
 from delia.errors import DeliaError, where
+from delia.locking import file_lock
 
 log = logging.getLogger(__name__)
 PROMPT_VERSION = 1
@@ -98,16 +97,9 @@ class SampleCache:
         self.folder = folder
         self.path = folder / "samples.jsonl"
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the cache's lock: a second process waits here until the first one is done."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / "lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(self.folder / "lock")
 
     def read(self) -> dict[int, dict[str, Any]]:
         """Intact records by index; torn or corrupted lines are skipped, duplicates keep the first."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from delia.cli import CONF_DIR, run_reporting_errors
+from delia.cli import CONF_DIR, checked_argv, run_reporting_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     from delia.recipe import train
 
     metrics = run_reporting_errors(train, cfg)
@@ -17,6 +17,8 @@ def main(cfg: DictConfig) -> float | None:
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 
+
+main = checked_argv(_main)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from delia.checkpoint_io import load_checkpoint_file
 from tests.conftest import TINY
 
 RUN = [
@@ -43,7 +44,7 @@ def finish(proc: subprocess.Popen) -> str:
 
 def checkpoint_step(path: Path) -> int:
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+        return int(load_checkpoint_file(path)["global_step"])
     except Exception:  # not written yet, or being replaced
         return -1
 

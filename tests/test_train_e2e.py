@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from delia.checkpoint_io import load_checkpoint_file
 from delia.errors import DeliaError
 from delia.recipe import train
 from tests.conftest import TINY, compose_train
@@ -44,7 +44,7 @@ def test_run_writes_metrics_adapter_checkpoint_logs_and_config(tiny_run) -> None
 
 def test_checkpoint_holds_only_trainable_weights(tiny_run) -> None:
     run_dir, _ = tiny_run
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")
     keys = list(ckpt["state_dict"])
     assert keys and all("lora_" in k or "trainable_tokens" in k for k in keys)
     assert "optimizer_states" in ckpt and ckpt["global_step"] == 2

@@ -24,14 +24,32 @@ ROLES = ("system", "user", "assistant")
 FIX_FORMAT = "each line must be a JSON object"
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+def _lines(handle: Any, path: Path, max_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """Lines of at most ``max_bytes``; a longer one is an error, read no further than the limit."""
+    number = 0
+    while raw := handle.readline(max_bytes + 1):
+        number += 1
+        if len(raw) > max_bytes and not raw.endswith(b"\n"):
+            raise DeliaError(
+                f"{where(path, number)}: line longer than {max_bytes} bytes; split the record or raise "
+                f"dataset.max_line_bytes"
+            )
+        yield number, raw
+
+
+def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for each non-empty line; a bad line raises a one-line error."""
+    if path.is_dir():
+        raise DeliaError(f"{path}: is a directory; point dataset.path to a .jsonl file")
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         raise DeliaError(f"{path}: file not found; check dataset.path") from None
     with handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in _lines(handle, path, max_line_bytes):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -109,11 +127,11 @@ def row_to_messages(row: dict[str, Any], fmt: str, columns: DictConfig, origin: 
     raise DeliaError(f"dataset.format={fmt!r} is unknown: use messages, prompt_response or instruction")
 
 
-def _rows(path: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _rows(path: str, split: str, max_line_bytes: int) -> Iterator[tuple[str, dict[str, Any]]]:
     """Rows with their origin (``file:line`` or ``source[index]``)."""
     local = Path(path)
     if local.suffix in (".jsonl", ".json") or (local.exists() and local.suffix not in (".csv", ".parquet")):
-        for number, obj in read_jsonl(local):
+        for number, obj in read_jsonl(local, max_line_bytes):
             yield where(local, number), obj
         return
     import datasets
@@ -139,7 +157,7 @@ def _rows(path: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
 def load_records(path: str, cfg: DictConfig) -> list[dict[str, Any]]:
     records = [
         {"messages": row_to_messages(row, cfg.format, cfg.columns, origin), "origin": origin}
-        for origin, row in _rows(path, cfg.split)
+        for origin, row in _rows(path, cfg.split, int(cfg.get("max_line_bytes", MAX_LINE_BYTES)))
     ]
     if not records:
         raise DeliaError(f"dataset.path={path}: the dataset is empty; it needs at least one example")
