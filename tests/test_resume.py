@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -53,16 +54,34 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
 
-def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path: Path) -> None:
-    reference = tmp_path / "uninterrupted"
-    finish(start(reference))
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run, never interrupted."""
+    run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    finish(start(run_dir))
+    return run_dir
 
+
+def wait_for_checkpoint(proc: subprocess.Popen, last: Path, step: int) -> None:
+    deadline = time.time() + 300
+    while checkpoint_step(last) < step and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def assert_same_result(reference: Path, resumed: Path) -> None:
+    expected, got = adapter(reference), adapter(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    metrics = [json.loads((d / "metrics.json").read_text())["metrics"] for d in (reference, resumed)]
+    assert metrics[0]["eval/loss"] == metrics[1]["eval/loss"]
+
+
+def test_sigkill_then_resume_gives_identical_weights_and_metrics(reference: Path, tmp_path: Path) -> None:
     killed = tmp_path / "killed"
     proc = start(killed)
     last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while checkpoint_step(last) < 6 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_checkpoint(proc, last, 6)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     step_at_kill = checkpoint_step(last)
@@ -72,12 +91,26 @@ def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path: Path)
     out = finish(start(killed, "resume=true"))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out
 
-    expected, got = adapter(reference), adapter(killed)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
-    metrics = [json.loads((d / "metrics.json").read_text())["metrics"] for d in (reference, killed)]
-    assert metrics[0]["eval/loss"] == pytest.approx(metrics[1]["eval/loss"], abs=0)
+    assert_same_result(reference, killed)
+    rows = csv.DictReader((killed / "csv" / "metrics.csv").open())
+    train_steps = [int(row["step"]) for row in rows if row.get("train/loss")]
+    assert train_steps == list(range(14))  # the log from before the kill is kept, nothing logged twice
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_saves_stops_cleanly_and_resume_auto_continues(
+    reference: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    run_dir = tmp_path / "preempted"
+    proc = start(run_dir, "resume=auto")
+    wait_for_checkpoint(proc, run_dir / "checkpoints" / "last.ckpt", 2)
+    proc.send_signal(sig)
+    out = finish(proc)  # exit status 0: a clean stop
+    step = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
+    assert f"DELIA run preempted at step {step}" in out and 2 <= step < 14
+    assert not (run_dir / "metrics.json").exists()
+    finish(start(run_dir, "resume=auto"))  # the requeued job: same command
+    assert_same_result(reference, run_dir)
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
