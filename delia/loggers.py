@@ -33,7 +33,7 @@ class _KeepingWriter(ExperimentWriter):
         with open(self.metrics_file_path, newline="") as handle:
             reader = csv.DictReader(handle)
             keys, rows = list(reader.fieldnames or []), list(reader)
-        kept = [row for row in rows if row.get("step") and int(float(row["step"])) < step]
+        kept = [row for row in rows if _step(row) is not None and _step(row) < step]
         self.metrics_keys = sorted(keys)
         tmp = f"{self.metrics_file_path}.tmp-{os.getpid()}"
         with open(tmp, "w", newline="") as handle:
@@ -41,6 +41,14 @@ class _KeepingWriter(ExperimentWriter):
             writer.writeheader()
             writer.writerows(kept)
         os.replace(tmp, self.metrics_file_path)
+
+
+def _step(row: dict[str, str]) -> int | None:
+    """The row's step, or None for a row torn by a kill."""
+    try:
+        return int(float(row.get("step") or ""))
+    except ValueError:
+        return None
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -65,11 +65,11 @@ def gguf_location(model_cfg: DictConfig) -> Path:
     return package_file(model_cfg.package, model_cfg.gguf_file)
 
 
-def _atomic_save_folder(target: Path, write: Any) -> Path:
-    """Build a folder once: under a lock (other processes wait, then reuse it), in a temporary folder
-    renamed into place (a kill leaves no half-written folder behind)."""
+def _atomic_save_folder(target: Path, write: Any, marker: str = "config.json", replace: bool = False) -> Path:
+    """Write a folder under a lock, in a temporary folder renamed into place: a kill leaves no half
+    folder, and processes that wait for the lock reuse what the first one built (unless ``replace``)."""
     with file_lock(target.with_name(f".{target.name}.lock")):
-        if (target / "config.json").is_file():  # built by another process while we waited
+        if (target / marker).is_file() and not replace:  # built by another process while we waited
             return target
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -286,19 +286,22 @@ def save_adapter(
     """Save the peft adapter, the tokenizer with its added tokens, and the new rows' initial values.
 
     The new rows are stored because an adapter only loads onto a base resized the same way: see
-    :func:`load_adapter` for the documented resize.
+    :func:`load_adapter` for the documented resize. The folder is written under a temporary name
+    and renamed into place, so a kill never leaves half an adapter.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    # the resized embedding matrices are not saved (they would be most of the file): the new rows
-    # are stored apart and restored by the documented resize
-    peft_model.save_pretrained(folder, safe_serialization=True, save_embedding_layers=False)
-    tokenizer.save_pretrained(folder)
-    if new_tokens:
-        base_weight = _base_embedding_weight(peft_model)
-        rows = base_weight[list(new_tokens.values())].detach().float().contiguous()
-        save_file({"rows": rows}, str(folder / NEW_TOKEN_ROWS))
-    meta = {"new_tokens": new_tokens, "base_model": base, "vocab_size": len(tokenizer)}
-    (folder / ADAPTER_META).write_text(json.dumps(meta, indent=2))
+
+    def write(tmp: Path) -> None:
+        # the resized embedding matrices are not saved (they would be most of the file): the new
+        # rows are stored apart and restored by the documented resize
+        peft_model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+        tokenizer.save_pretrained(tmp)
+        if new_tokens:
+            rows = _base_embedding_weight(peft_model)[list(new_tokens.values())]
+            save_file({"rows": rows.detach().float().contiguous()}, str(tmp / NEW_TOKEN_ROWS))
+        meta = {"new_tokens": new_tokens, "base_model": base, "vocab_size": len(tokenizer)}
+        (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2))
+
+    _atomic_save_folder(folder, write, marker=ADAPTER_META, replace=True)
 
 
 def _base_embedding_weight(peft_model: Any) -> torch.Tensor:
