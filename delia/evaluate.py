@@ -16,6 +16,7 @@ from delia.data.datamodule import collate
 from delia.data.tokenize import encode_all, generation_prompt
 from delia.metrics import format_scores, negative_control_rate
 from delia.module import token_losses
+from delia.representation import representation_distances
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ def evaluate(
             model, tokenizer, splits.get("eval", []), cfg.data.max_length, cfg.eval.batch_size
         )
     }
+    token = cfg.dataset.get("special_token")
+    if token and cfg.get("representation"):
+        layers = list(cfg.representation.layers) if cfg.representation.layers else None
+        keywords = list(cfg.representation.keywords)
+        metrics.update(representation_distances(model, tokenizer, token, keywords, layers))
     samples: dict[str, list[dict[str, str]]] = {}
     if cfg.eval.generate and cfg.dataset.kind == "sep_format":
         for split in ("eval", "heldout", "negative"):

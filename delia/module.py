@@ -70,6 +70,9 @@ class DeliaModule(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.strict_loading = False  # checkpoints hold only the trainable weights
         self._rng_to_restore: torch.Tensor | None = None
+        # examples trained on per source (task, diverse) by this rank; not a buffer, which DDP would
+        # overwrite with rank 0's values. Summed over ranks into callback_metrics at the end.
+        self.sources_seen = torch.zeros(2, dtype=torch.long)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = source_losses(self.model, batch)
@@ -78,6 +81,7 @@ class DeliaModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLoss(self.global_step, losses, self.trainer)
         size = batch["input_ids"].shape[0]
+        self.sources_seen += torch.bincount(batch["source"], minlength=2).cpu()
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         if losses.task_tokens > 0:
             self.log("train/loss_task", losses.task, prog_bar=True, batch_size=size)
@@ -86,6 +90,14 @@ class DeliaModule(L.LightningModule):
         self.log("train/diverse_weight", self.schedule.weight(self.global_step, max_steps), batch_size=size)
         self.log("train/task_share", (batch["source"] == TASK).float().mean(), batch_size=size)
         return loss
+
+    def on_train_end(self) -> None:
+        """Publish the per-source counts of all ranks (callback_metrics also reach a ddp_spawn parent)."""
+        seen = self.sources_seen.to(self.device)
+        if self.trainer.world_size > 1:
+            seen = self.all_gather(seen).sum(dim=0)
+        metrics = self.trainer.callback_metrics
+        metrics["train/seen_task_examples"], metrics["train/seen_diverse_examples"] = seen.float().cpu()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sums, counts = token_losses(self.model, batch)
@@ -115,6 +127,8 @@ class DeliaModule(L.LightningModule):
         self._rng_to_restore = checkpoint.get("delia_rng")
 
     def on_train_start(self) -> None:
+        # created here, in the training process: a tensor made in __init__ is shared memory after a spawn
+        self.sources_seen = torch.zeros(2, dtype=torch.long)
         if self._rng_to_restore is not None:  # after all setup, right before the first resumed step
             torch.set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None

@@ -27,6 +27,7 @@ from delia.data.datamodule import DeliaDataModule
 from delia.data.mixing import diverse_count
 from delia.errors import DeliaError
 from delia.evaluate import evaluate, results_table, write_json
+from delia.launch import hydra_mode, refuse_relaunch_in_multirun, setup_gpu_pool
 from delia.locking import file_lock
 from delia.models import (
     add_special_token,
@@ -76,21 +77,55 @@ def add_new_tokens(model: Any, tokenizer: Any, cfg: DictConfig) -> dict[str, int
     return {token: token_id}
 
 
+def sweep_group() -> dict[str, str]:
+    """Under a Hydra multirun, group the jobs' wandb runs by sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if hydra_mode() != "MULTIRUN":
+        return {}
+    hydra = HydraConfig.get()
+    return {"group": Path(hydra.sweep.dir).as_posix().replace("/", "_"), "job_type": f"job{hydra.job.num}"}
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     if "wandb" in cfg.logger and not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
         os.environ["WANDB_MODE"] = "offline"  # no key: log offline, `wandb sync` later
-    loggers = [instantiate(conf) for conf in cfg.logger.values() if "_target_" in conf]
+    loggers = [
+        instantiate(conf, **(sweep_group() if name == "wandb" else {}))
+        for name, conf in cfg.logger.items()
+        if "_target_" in conf
+    ]
     for logger in loggers:
         logger.log_hyperparams(redacted_config(cfg))
     return loggers
 
 
-def finish_loggers(loggers: list[Any]) -> None:
+def log_results(loggers: list[Any], results: dict[str, Any], samples: dict[str, list], step: int) -> None:
+    """Final metrics to every logger; the scored generations as a wandb table."""
+    numbers = {k: v for k, v in results["metrics"].items() if isinstance(v, int | float)}
+    for logger in loggers:
+        logger.log_metrics(numbers, step)
+        if type(logger).__name__ == "WandbLogger":
+            rows = [[split, row["label"], row["reply"]] for split, rows in samples.items() for row in rows]
+            logger.log_table(key="eval/generations", columns=["split", "label", "reply"], data=rows)
+
+
+def finish_loggers(loggers: list[Any], run_dir: Path) -> None:
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             import wandb
 
+            offline = os.environ.get("WANDB_MODE") == "offline"
             wandb.finish()  # one wandb run per job, also under multirun
+            if offline:
+                print(f"wandb: logged offline; upload with: wandb sync {run_dir}/wandb/offline-run-*")
+
+
+def wanted_callback(conf: DictConfig, cfg: DictConfig) -> bool:
+    """A callback entry with a target; the representation tracker only when the task adds a token."""
+    if "_target_" not in conf:
+        return False
+    return not (conf._target_.endswith("RepresentationTracker") and not cfg.dataset.get("special_token"))
 
 
 def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -123,6 +158,8 @@ def is_launcher_rank() -> bool:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run DELIA (or a baseline, by config) and return the metrics."""
     validate(cfg)
+    refuse_relaunch_in_multirun(cfg, hydra_mode())
+    setup_gpu_pool(cfg)
     run_dir = Path(cfg.paths.run_dir)
     refuse_finished_run(run_dir, cfg.overwrite)
     ckpt_path = checkpoint_to_resume(cfg, run_dir)
@@ -181,7 +218,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
     )
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     loggers = build_loggers(cfg)
-    callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if "_target_" in conf]
+    callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if wanted_callback(conf, cfg)]
     # checkpoints are safetensors files, never pickle (allow_pickle=true reads old pickle .ckpt files)
     plugins = [SafetensorsCheckpointIO(allow_pickle=bool(cfg.allow_pickle))]
     trainer: L.Trainer = instantiate(
@@ -204,14 +241,15 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
         results = evaluate(peft_model, tokenizer, splits, cfg)
         results["metrics"]["train/downstream_examples"] = len(splits["train"])
         results["metrics"]["train/diverse_examples"] = len(diverse)
-        write_json(run_dir / "samples.json", results.pop("samples"))
+        for key in ("train/seen_task_examples", "train/seen_diverse_examples"):
+            results["metrics"][key] = int(trainer.callback_metrics.get(key, -1))
+        samples = results.pop("samples")
+        write_json(run_dir / "samples.json", samples)
         write_json(
             run_dir / "metrics.json",
             {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name},
         )
-        numbers = {k: v for k, v in results["metrics"].items() if isinstance(v, int | float)}
-        for logger in loggers:
-            logger.log_metrics(numbers, trainer.global_step)
+        log_results(loggers, results, samples, trainer.global_step)
         print(f"\nDELIA run finished: {run_dir}\n{results_table(results['metrics'])}")
-    finish_loggers(loggers)
+    finish_loggers(loggers, run_dir)
     return results.get("metrics", {})

@@ -130,6 +130,7 @@ class DeliaDataModule(L.LightningDataModule):
         self.global_plan: list[PlanItem] = []
         self.train_set: PlanDataset | None = None
         self.eval_set: ListDataset | None = None
+        self._shard: tuple[int, int] | None = None
 
     def _encode(self, records: list[dict[str, Any]], what: str) -> list[dict[str, list[int]]]:
         return encode_all(self.tokenizer, records, self.max_length, self.on_overlength, what)
@@ -143,13 +144,14 @@ class DeliaDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if self.train_set is not None and self._shard == (rank, world_size):
+            return  # a spawned rank may receive a copy set up elsewhere: rebuild for this rank
+        self._shard = (rank, world_size)
         self.examples = {TASK: self._encode(self.records[TASK], "downstream data")}
         self.examples[DIVERSE] = (
             self._encode(self.records[DIVERSE], "diverse data") if self.records[DIVERSE] else []
         )
-        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         self.global_plan = self.build_plan(world_size)
         self.train_set = PlanDataset(self.examples, rank_shard(self.global_plan, rank, world_size))
         eval_items = self._encode(self.eval_records, "eval data") if self.eval_records else []

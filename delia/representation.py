@@ -1,0 +1,255 @@
+"""Representation analysis: how close the new token's hidden state is to the description's key words.
+
+The paper (arXiv 2408.10841) measures, at chosen layers, the distance between the hidden state of the
+new token (``<sep>``) and the mean hidden state of the prior description's key words ("json",
+"thought"), each encoded in the same neutral context. DELIA brings the distance below the baselines.
+
+- :func:`token_hidden_states`: a word's mean hidden state per layer, in a context such as
+  ``"The answer uses the {word} format."``;
+- :func:`representation_distances`: L2 and cosine distance per layer between a token and the mean of
+  the keywords, as ``{"repr/l2_layer{L}": ..., "repr/cos_layer{L}": ...}``;
+- :class:`RepresentationTracker`: a Lightning callback that logs those distances over training.
+
+``hidden_states[k]`` is the output of decoder layer ``k``; index 0 is the embedding output (and in
+transformers the last index has the final norm applied).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = "The answer uses the {word} format."
+PLACEHOLDER = "{word}"
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """Layers 1 and 2 (the paper's), the middle layer and the last layer, sorted and deduplicated.
+
+    Only decoder layers that exist (``1..num_layers``) are kept, so a 1-layer model gets ``[1]``.
+    """
+    if num_layers < 1:
+        raise ValueError(f"num_layers={num_layers}: a decoder has at least one layer")
+    wanted = {1, 2, num_layers // 2, num_layers}
+    return sorted(k for k in wanted if 1 <= k <= num_layers)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """The number of leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _split_context(context: str) -> tuple[str, str]:
+    """The text before and after the one ``{word}`` placeholder of ``context``."""
+    if context.count(PLACEHOLDER) != 1:
+        raise ValueError(f"context {context!r} must hold the placeholder {PLACEHOLDER} exactly once")
+    before, after = context.split(PLACEHOLDER)
+    return before, after
+
+
+def word_span(tokenizer: Any, word: str, context: str = DEFAULT_CONTEXT) -> tuple[list[int], int, int]:
+    """Token ids of ``context`` with ``word`` filled in, and the half-open span ``[start, end)`` of the word.
+
+    The span comes from encoding the text before the word and that text plus the word: where each
+    stops agreeing with the full encoding marks the word's first and last token. This is safe
+    against whitespace a tokenizer attaches to the next token (``"the "`` + ``"json"`` becomes
+    ``"Ġthe", "Ġjson"``, while ``"the "`` alone ends in ``"Ġ"``), and a token that merges the
+    word with its neighbour counts as part of the word.
+    """
+    if not word:
+        raise ValueError("the word to locate is empty")
+    before, after = _split_context(context)
+    ids = tokenizer.encode(before + word + after, add_special_tokens=False)
+    start = _common_prefix(tokenizer.encode(before, add_special_tokens=False), ids)
+    with_word = tokenizer.encode(before + word, add_special_tokens=False)
+    end = _common_prefix(with_word, ids)
+    if end < len(with_word):  # the word's last token merged with the text after it
+        end += 1
+    if end <= start:
+        raise ValueError(f"could not locate {word!r} in the tokenization of {context!r}")
+    return ids, start, end
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode and restore each one's own mode afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def token_hidden_states(
+    model: Any, tokenizer: Any, word: str, layers: list[int], context: str = DEFAULT_CONTEXT
+) -> dict[int, torch.Tensor]:
+    """The mean hidden state over ``word``'s tokens in ``context``, per layer (float32, 1-D, on CPU).
+
+    Works on a transformers causal LM and on a peft ``PeftModel`` wrapping one; the model runs once,
+    without gradients, in eval mode (each submodule's previous mode is restored afterwards).
+    """
+    ids, start, end = word_span(tokenizer, word, context)
+    input_ids = torch.tensor([ids], dtype=torch.long, device=_device(model))
+    with _eval_mode(model), torch.no_grad():
+        out = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+    hidden = out.hidden_states
+    if hidden is None:
+        raise ValueError("the model returned no hidden_states for output_hidden_states=True")
+    bad = [k for k in layers if not 0 <= k < len(hidden)]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist: hidden_states has indices 0..{len(hidden) - 1}")
+    return {k: hidden[k][0, start:end].float().mean(dim=0).cpu() for k in layers}
+
+
+def num_hidden_layers(model: Any) -> int:
+    """The number of decoder layers of a transformers model or of the base model under a PeftModel."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    return int(config.num_hidden_layers)
+
+
+def _mean_states(
+    model: Any, tokenizer: Any, words: list[str], layers: list[int], context: str
+) -> dict[int, torch.Tensor]:
+    """The mean over ``words`` of their per-layer hidden states."""
+    states = [token_hidden_states(model, tokenizer, word, layers, context) for word in words]
+    return {k: torch.stack([s[k] for s in states]).mean(dim=0) for k in layers}
+
+
+def representation_distances(
+    model: Any,
+    tokenizer: Any,
+    token: str,
+    keywords: list[str],
+    layers: list[int] | None = None,
+    context: str = DEFAULT_CONTEXT,
+) -> dict[str, float]:
+    """L2 and cosine distance (``1 - cos_sim``) per layer between ``token`` and the keywords' mean.
+
+    Returns ``{"repr/l2_layer{L}": ..., "repr/cos_layer{L}": ...}``; ``layers=None`` means
+    :func:`default_layers` of the model's depth.
+    """
+    if not keywords:
+        raise ValueError("representation_distances needs at least one keyword")
+    if layers is None:
+        layers = default_layers(num_hidden_layers(model))
+    source = token_hidden_states(model, tokenizer, token, layers, context)
+    target = _mean_states(model, tokenizer, keywords, layers, context)
+    result: dict[str, float] = {}
+    for k in layers:
+        result[f"repr/l2_layer{k}"] = torch.linalg.vector_norm(source[k] - target[k]).item()
+        cos = F.cosine_similarity(source[k], target[k], dim=0).item()
+        result[f"repr/cos_layer{k}"] = 1.0 - cos
+    return result
+
+
+class RepresentationTracker(L.Callback):
+    """Log the representation distances at the start of training and every ``every_n_steps`` steps.
+
+    The distances are computed on ``pl_module.model`` with the tokenizer of ``trainer.datamodule``
+    (or the ``tokenizer`` given here), and written to every logger with
+    ``log_metrics(..., step=trainer.global_step)`` on global rank zero. The loggers are called
+    directly because ``self.log`` is not allowed per step in ``on_train_start`` and, in
+    ``on_train_batch_end``, only reaches the loggers on the trainer's ``log_every_n_steps`` grid.
+    ``history`` holds ``(step, distances)`` for every measurement; it is saved in checkpoints and
+    restored on resume.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        keywords: list[str],
+        layers: list[int] | None = None,
+        every_n_steps: int = 10,
+        context: str = DEFAULT_CONTEXT,
+        tokenizer: Any | None = None,
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps={every_n_steps}: must be at least 1")
+        _split_context(context)  # fail at construction, not in the middle of training
+        self.token = token
+        self.keywords = list(keywords)
+        self.layers = None if layers is None else list(layers)
+        self.every_n_steps = every_n_steps
+        self.context = context
+        self.tokenizer = tokenizer
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self._last_step: int | None = None
+
+    def _tokenizer(self, trainer: L.Trainer) -> Any:
+        """The tokenizer given to the callback, else ``trainer.datamodule.tokenizer``."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        tokenizer = getattr(getattr(trainer, "datamodule", None), "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError(
+                "RepresentationTracker needs a tokenizer: pass tokenizer= or fit with a datamodule "
+                "that has a .tokenizer attribute"
+            )
+        return tokenizer
+
+    def distances(self, pl_module: L.LightningModule, tokenizer: Any) -> dict[str, float]:
+        """The distances of ``pl_module.model`` now."""
+        return representation_distances(
+            pl_module.model, tokenizer, self.token, self.keywords, self.layers, self.context
+        )
+
+    def final(self, pl_module: L.LightningModule, tokenizer: Any) -> dict[str, float]:
+        """The end-of-run distances (not logged, not added to ``history``)."""
+        return self.distances(pl_module, tokenizer)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Compute, record and log the distances at the current global step."""
+        step = trainer.global_step
+        metrics = self.distances(pl_module, self._tokenizer(trainer))
+        self.history.append((step, metrics))
+        self._last_step = step
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+        log.debug("representation distances at step %d: %s", step, metrics)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_step:  # resumed right after a measured step: no repeat
+            self._measure(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps == 0 and step != self._last_step:
+            self._measure(trainer, pl_module)
+
+    @property
+    def state_key(self) -> str:
+        """Distinct per token, keywords and layers, so several trackers can share a checkpoint."""
+        return self._generate_state_key(token=self.token, keywords=self.keywords, layers=self.layers)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``history`` goes into checkpoints, so a resumed run keeps the whole curve."""
+        return {"history": [[step, dict(metrics)] for step, metrics in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [(int(step), dict(metrics)) for step, metrics in state_dict.get("history", [])]
+        self._last_step = self.history[-1][0] if self.history else None
