@@ -101,24 +101,56 @@ def _device(model: torch.nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The decoder layers of a transformers causal LM (also under a PeftModel)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    n = num_hidden_layers(model)
+    for module in base.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"no list of {n} decoder layers found in {type(base).__name__}")
+
+
+@contextmanager
+def _record_layers(model: Any) -> Iterator[dict[int, torch.Tensor]]:
+    """Record the embedding output (index 0) and each decoder layer's output (index k) by forward hooks.
+
+    Hooks of our own rather than ``output_hidden_states``: transformers records those with hooks that
+    do not survive pickling (a ddp_spawn rank has none), and it applies the final norm to the last entry.
+    """
+    recorded: dict[int, torch.Tensor] = {}
+
+    def keep(index: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            recorded[index] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    handles = [model.get_input_embeddings().register_forward_hook(keep(0))]
+    handles += [layer.register_forward_hook(keep(k)) for k, layer in enumerate(decoder_layers(model), start=1)]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def token_hidden_states(
     model: Any, tokenizer: Any, word: str, layers: list[int], context: str = DEFAULT_CONTEXT
 ) -> dict[int, torch.Tensor]:
     """The mean hidden state over ``word``'s tokens in ``context``, per layer (float32, 1-D, on CPU).
 
-    Works on a transformers causal LM and on a peft ``PeftModel`` wrapping one; the model runs once,
-    without gradients, in eval mode (each submodule's previous mode is restored afterwards).
+    Index 0 is the embedding output, index k the output of decoder layer k. Works on a transformers
+    causal LM and on a peft ``PeftModel`` wrapping one; the model runs once, without gradients, in eval
+    mode (each submodule's previous mode is restored afterwards).
     """
     ids, start, end = word_span(tokenizer, word, context)
     input_ids = torch.tensor([ids], dtype=torch.long, device=_device(model))
-    with _eval_mode(model), torch.no_grad():
-        out = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
-    hidden = out.hidden_states
-    if hidden is None:
-        raise ValueError("the model returned no hidden_states for output_hidden_states=True")
-    bad = [k for k in layers if not 0 <= k < len(hidden)]
+    with _eval_mode(model), torch.no_grad(), _record_layers(model) as hidden:
+        model(input_ids=input_ids, use_cache=False)
+    bad = [k for k in layers if k not in hidden]
     if bad:
-        raise ValueError(f"layers {bad} do not exist: hidden_states has indices 0..{len(hidden) - 1}")
+        raise ValueError(f"layers {bad} do not exist: the model has layers 0..{len(hidden) - 1}")
     return {k: hidden[k][0, start:end].float().mean(dim=0).cpu() for k in layers}
 
 

@@ -1,0 +1,146 @@
+"""Sweeps and distributed runs: ddp_sim, the joblib launcher, the GPU pool, refusals, wandb, optuna."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from delia.errors import DeliaError
+from tests.conftest import TINY, compose_train
+
+FAST = [*TINY, "eval.generate=false"]
+
+
+def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "delia.train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return result
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    result = run([*FAST, "trainer=ddp_sim", "hydra.run.dir=ddp"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "ddp"
+
+
+def test_ddp_sim_has_the_metrics_of_a_single_process_run(ddp_run: Path, tiny_run) -> None:
+    single_dir, single = tiny_run
+    assert set(metrics(ddp_run)) == set(single)
+
+
+def test_ddp_sim_ranks_see_their_own_shards_and_the_ratio_holds_globally(ddp_run: Path) -> None:
+    m = metrics(ddp_run)
+    # 2 steps x batch 8 x 2 ranks = 32 examples = two whole passes over 8 task + 8 diverse
+    assert m["train/seen_task_examples"] + m["train/seen_diverse_examples"] == 32
+    assert m["train/seen_diverse_examples"] == m["train/seen_task_examples"] * 1.0
+
+
+def test_ddp_sim_only_rank_zero_writes(ddp_run: Path) -> None:
+    rows = [r for r in (ddp_run / "csv" / "metrics.csv").read_text().splitlines()[1:] if r]
+    header = (ddp_run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    step_col, loss_col = header.index("step"), header.index("train/loss")
+    train_steps = [r.split(",")[step_col] for r in rows if r.split(",")[loss_col]]
+    assert train_steps == ["0", "1"]  # one row per step: not one per rank
+    assert len(list(ddp_run.rglob("metrics.json"))) == 1
+    assert len(list((ddp_run / "checkpoints").iterdir())) == 1
+
+
+def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> None:
+    from delia.evaluate import eval_loss
+    from delia.models import load_adapter
+    from delia.recipe import build_task
+
+    cfg = compose_train(FAST)
+    model, tok = load_adapter(ddp_run / "adapter", cfg.model, session_cache)
+    loss = eval_loss(model, tok, build_task(cfg.dataset)["eval"], cfg.data.max_length, cfg.eval.batch_size)
+    assert loss == pytest.approx(metrics(ddp_run)["eval/loss"], rel=1e-5)
+
+
+def test_lightning_ddp_relaunch_inside_a_multirun_is_refused(tmp_path: Path) -> None:
+    result = run(["-m", *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "seed=1,2"], tmp_path)
+    assert result.returncode == 2
+    assert "inside a Hydra multirun would make each rank rerun the sweep; use hydra/launcher=submitit_slurm" in result.stderr
+
+
+def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path: Path) -> None:
+    result = run(["-m", *FAST, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", "hydra.sweep.dir=sweep"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [tmp_path / "sweep" / str(i) for i in range(2)]
+    spans = []
+    for job in jobs:
+        assert metrics(job)["eval/loss"] > 0
+        first = (job / "train.log").read_text().splitlines()[0][1:24]
+        spans.append((datetime.strptime(first, "%Y-%m-%d %H:%M:%S,%f").timestamp(), (job / "metrics.json").stat().st_mtime))
+    (a_start, a_end), (b_start, b_end) = spans
+    assert a_start < b_end and b_start < a_end  # the two jobs overlapped in time
+
+
+def _take_gpus(pool: str, queue: mp.Queue) -> None:
+    from delia import launch
+
+    try:
+        queue.put(launch.acquire_gpus(1, 2, Path(pool)))
+        queue.get(timeout=30)  # hold the GPU until the parent has seen everyone
+    except DeliaError as err:
+        queue.put(str(err))
+
+
+def test_gpu_pool_gives_each_concurrent_job_its_own_gpu(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    workers = [ctx.Process(target=_take_gpus, args=(str(tmp_path), queue)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    answers = [queue.get(timeout=120) for _ in workers]
+    for _ in workers:
+        queue.put("done")
+    for w in workers:
+        w.join(timeout=60)
+    gpus = sorted(a[0] for a in answers if isinstance(a, list))
+    errors = [a for a in answers if isinstance(a, str)]
+    assert gpus == [0, 1]
+    assert len(errors) == 1 and "only 0 of launcher.num_gpus=2 GPUs are free" in errors[0]
+
+
+def test_wandb_offline_run_holds_config_tags_and_generations(tmp_path: Path) -> None:
+    result = run([*TINY, "logger=many", "hydra.run.dir=wb"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "upload with: wandb sync" in result.stdout
+    [offline] = (tmp_path / "wb" / "wandb").glob("offline-run-*")
+    data = next(offline.glob("run-*.wandb")).read_bytes()
+    for text in (b"special_token", b"sep_format", b"tiny_random", b"seed42"):
+        assert text in data, text
+    assert list(offline.rglob("generations*.table.json"))
+    assert list((tmp_path / "wb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "wb" / "csv" / "metrics.csv").is_file()
+
+
+def test_optuna_search_optimises_the_named_metric(tmp_path: Path) -> None:
+    result = run(
+        ["hparams_search=optuna", *FAST, "hydra.sweeper.n_trials=2", "optimized_metric=eval/loss",
+         "hydra.sweeper.direction=minimize", "hydra.sweep.dir=search"], tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
+    losses = [metrics(tmp_path / "search" / str(i))["eval/loss"] for i in range(2)]
+    assert best["best_value"] == pytest.approx(min(losses))
+    assert set(best["best_params"]) == {"optimizer.lr", "peft.r", "diverse.ratio", "schedule"}
+
+
+def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
+    result = run(["-m", *FAST, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.sweep.dir=local"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(tmp_path / "local" / "0")["eval/loss"] > 0
