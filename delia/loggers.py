@@ -15,6 +15,7 @@ class _KeepingWriter(ExperimentWriter):
 
     def __init__(self, log_dir: str) -> None:
         self._merged = False
+        self.drop_relogged_rows = True
         super().__init__(log_dir)
 
     def _check_log_dir_exists(self) -> None:
@@ -23,17 +24,19 @@ class _KeepingWriter(ExperimentWriter):
     def save(self) -> None:
         if self.metrics and not self._merged:
             self._merged = True
-            self._keep_rows_before(min(int(m["step"]) for m in self.metrics))
+            first = min(int(m["step"]) for m in self.metrics)
+            self._keep_rows_before(first if self.drop_relogged_rows else None)
         super().save()
 
-    def _keep_rows_before(self, step: int) -> None:
-        """Drop logged rows at or after ``step`` (a resumed run logs them again); adopt the header."""
+    def _keep_rows_before(self, step: int | None) -> None:
+        """Drop logged rows at or after ``step`` (a resumed run logs them again; None keeps all);
+        adopt the file's header so later rows line up with it."""
         if not os.path.isfile(self.metrics_file_path):
             return
         with open(self.metrics_file_path, newline="") as handle:
             reader = csv.DictReader(handle)
             keys, rows = list(reader.fieldnames or []), list(reader)
-        kept = [row for row in rows if _step(row) is not None and _step(row) < step]
+        kept = [row for row in rows if _step(row) is not None and (step is None or _step(row) < step)]
         self.metrics_keys = sorted(keys)
         tmp = f"{self.metrics_file_path}.tmp-{os.getpid()}"
         with open(tmp, "w", newline="") as handle:
@@ -53,6 +56,11 @@ def _step(row: dict[str, str]) -> int | None:
 
 class ResumableCSVLogger(CSVLogger):
     """A CSVLogger whose ``metrics.csv`` survives kills (flush every step) and resumes (rows are kept)."""
+
+    def append_only(self) -> None:
+        """Append without dropping earlier rows: for metrics logged after training ended (the parent of
+        a ddp_spawn run has its own writer, which must not drop the rows the rank-0 child wrote)."""
+        self.experiment.drop_relogged_rows = False
 
     @property
     def experiment(self) -> Any:

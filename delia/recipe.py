@@ -29,6 +29,7 @@ from delia.errors import DeliaError
 from delia.evaluate import evaluate, results_table, write_json
 from delia.launch import hydra_mode, refuse_relaunch_in_multirun, setup_gpu_pool
 from delia.locking import file_lock
+from delia.loggers import ResumableCSVLogger
 from delia.models import (
     add_special_token,
     init_new_token_rows,
@@ -104,6 +105,8 @@ def log_results(loggers: list[Any], results: dict[str, Any], samples: dict[str, 
     """Final metrics to every logger; the scored generations as a wandb table."""
     numbers = {k: v for k, v in results["metrics"].items() if isinstance(v, int | float)}
     for logger in loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.append_only()
         logger.log_metrics(numbers, step)
         if type(logger).__name__ == "WandbLogger":
             rows = [[split, row["label"], row["reply"]] for split, rows in samples.items() for row in rows]

@@ -127,7 +127,9 @@ def _record_layers(model: Any) -> Iterator[dict[int, torch.Tensor]]:
         return hook
 
     handles = [model.get_input_embeddings().register_forward_hook(keep(0))]
-    handles += [layer.register_forward_hook(keep(k)) for k, layer in enumerate(decoder_layers(model), start=1)]
+    handles += [
+        layer.register_forward_hook(keep(k)) for k, layer in enumerate(decoder_layers(model), start=1)
+    ]
     try:
         yield recorded
     finally:

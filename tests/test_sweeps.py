@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
 import subprocess
 import sys
 from datetime import datetime
@@ -13,14 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from delia.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
 FAST = [*TINY, "eval.generate=false"]
 
 
 def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "delia.train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "delia.train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
     return result
 
 
@@ -36,9 +35,12 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "ddp"
 
 
-def test_ddp_sim_has_the_metrics_of_a_single_process_run(ddp_run: Path, tiny_run) -> None:
-    single_dir, single = tiny_run
+def test_ddp_sim_has_the_metrics_of_a_single_process_run(ddp_run: Path, tmp_path: Path) -> None:
+    from delia.recipe import train
+
+    single = train(compose_train(FAST, run_dir=tmp_path / "single"))
     assert set(metrics(ddp_run)) == set(single)
+    assert single["train/seen_task_examples"] + single["train/seen_diverse_examples"] == 16  # one rank
 
 
 def test_ddp_sim_ranks_see_their_own_shards_and_the_ratio_holds_globally(ddp_run: Path) -> None:
@@ -70,45 +72,74 @@ def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> 
 
 
 def test_lightning_ddp_relaunch_inside_a_multirun_is_refused(tmp_path: Path) -> None:
-    result = run(["-m", *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "seed=1,2"], tmp_path)
+    result = run(
+        [
+            "-m",
+            *FAST,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "seed=1,2",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 2
-    assert "inside a Hydra multirun would make each rank rerun the sweep; use hydra/launcher=submitit_slurm" in result.stderr
+    assert (
+        "inside a Hydra multirun would make each rank rerun the sweep; use hydra/launcher=submitit_slurm"
+        in result.stderr
+    )
 
 
 def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path: Path) -> None:
-    result = run(["-m", *FAST, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", "hydra.sweep.dir=sweep"], tmp_path)
+    result = run(
+        [
+            "-m",
+            *FAST,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "seed=1,2",
+            "hydra.sweep.dir=sweep",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = [tmp_path / "sweep" / str(i) for i in range(2)]
     spans = []
     for job in jobs:
         assert metrics(job)["eval/loss"] > 0
         first = (job / "train.log").read_text().splitlines()[0][1:24]
-        spans.append((datetime.strptime(first, "%Y-%m-%d %H:%M:%S,%f").timestamp(), (job / "metrics.json").stat().st_mtime))
+        spans.append(
+            (
+                datetime.strptime(first, "%Y-%m-%d %H:%M:%S,%f").timestamp(),
+                (job / "metrics.json").stat().st_mtime,
+            )
+        )
     (a_start, a_end), (b_start, b_end) = spans
     assert a_start < b_end and b_start < a_end  # the two jobs overlapped in time
 
 
-def _take_gpus(pool: str, queue: mp.Queue) -> None:
-    from delia import launch
-
-    try:
-        queue.put(launch.acquire_gpus(1, 2, Path(pool)))
-        queue.get(timeout=30)  # hold the GPU until the parent has seen everyone
-    except DeliaError as err:
-        queue.put(str(err))
+TAKE_GPU = """
+import json, sys, time
+from pathlib import Path
+from delia import launch
+from delia.errors import DeliaError
+try:
+    print(json.dumps(launch.acquire_gpus(1, 2, Path(sys.argv[1]))), flush=True)
+    time.sleep(8)  # hold the GPU while the other workers try
+except DeliaError as err:
+    print(json.dumps(str(err)), flush=True)
+"""
 
 
 def test_gpu_pool_gives_each_concurrent_job_its_own_gpu(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()
-    workers = [ctx.Process(target=_take_gpus, args=(str(tmp_path), queue)) for _ in range(3)]
-    for w in workers:
-        w.start()
-    answers = [queue.get(timeout=120) for _ in workers]
-    for _ in workers:
-        queue.put("done")
-    for w in workers:
-        w.join(timeout=60)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", TAKE_GPU, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    answers = [json.loads(p.stdout.readline()) for p in procs]
+    for p in procs:
+        p.wait(timeout=60)
     gpus = sorted(a[0] for a in answers if isinstance(a, list))
     errors = [a for a in answers if isinstance(a, str)]
     assert gpus == [0, 1]
@@ -130,8 +161,15 @@ def test_wandb_offline_run_holds_config_tags_and_generations(tmp_path: Path) -> 
 
 def test_optuna_search_optimises_the_named_metric(tmp_path: Path) -> None:
     result = run(
-        ["hparams_search=optuna", *FAST, "hydra.sweeper.n_trials=2", "optimized_metric=eval/loss",
-         "hydra.sweeper.direction=minimize", "hydra.sweep.dir=search"], tmp_path,
+        [
+            "hparams_search=optuna",
+            *FAST,
+            "hydra.sweeper.n_trials=2",
+            "optimized_metric=eval/loss",
+            "hydra.sweeper.direction=minimize",
+            "hydra.sweep.dir=search",
+        ],
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
@@ -141,6 +179,15 @@ def test_optuna_search_optimises_the_named_metric(tmp_path: Path) -> None:
 
 
 def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
-    result = run(["-m", *FAST, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.sweep.dir=local"], tmp_path)
+    result = run(
+        [
+            "-m",
+            *FAST,
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            "hydra.sweep.dir=local",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics(tmp_path / "local" / "0")["eval/loss"] > 0
