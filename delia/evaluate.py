@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from omegaconf import DictConfig
 
 from delia.data.datamodule import collate
 from delia.data.tokenize import encode_all, generation_prompt
+from delia.locking import atomic_write_text
 from delia.metrics import format_scores, negative_control_rate
 from delia.module import token_losses
 from delia.representation import representation_distances
@@ -119,9 +119,7 @@ def evaluate(
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically: a temporary file renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(payload), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_finite(payload), indent=2, default=str) + "\n")
 
 
 def _finite(value: Any) -> Any:

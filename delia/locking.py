@@ -1,4 +1,5 @@
-"""File locks: a shared cache is built by one process while the others wait; a run dir has one owner."""
+"""File locks and atomic writes: a shared cache is built by one process while the others wait; a run dir
+has one owner; a kill never leaves a half-written file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from delia.errors import DeliaError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

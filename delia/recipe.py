@@ -28,7 +28,7 @@ from delia.data.mixing import diverse_count
 from delia.errors import DeliaError
 from delia.evaluate import evaluate, results_table, write_json
 from delia.launch import hydra_mode, refuse_relaunch_in_multirun, setup_gpu_pool
-from delia.locking import file_lock
+from delia.locking import atomic_write_text, file_lock
 from delia.loggers import ResumableCSVLogger
 from delia.models import (
     add_special_token,
@@ -55,8 +55,19 @@ def build_task(dataset_cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
 
 def model_identity(model_cfg: DictConfig) -> dict[str, Any]:
     """What identifies the sampling model in the diverse cache key."""
-    keys = ("name", "source", "path", "revision", "gguf_file", "dtype", "architecture", "init_seed")
-    return {k: plain(model_cfg)[k] for k in keys if k in model_cfg}
+    keys = (
+        "name",
+        "source",
+        "path",
+        "revision",
+        "gguf_file",
+        "gguf_path",
+        "dtype",
+        "architecture",
+        "init_seed",
+    )
+    values = plain(model_cfg)
+    return {k: values[k] for k in keys if k in values}
 
 
 def prior_description(cfg: DictConfig) -> str | None:
@@ -175,10 +186,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def save_config(cfg: DictConfig, path: Path) -> None:
     """The resolved config, secrets redacted, written atomically."""
-    text = OmegaConf.to_yaml(OmegaConf.create(redacted_config(cfg)))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(redacted_config(cfg))))
 
 
 def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
@@ -204,6 +212,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
     peft_model = wrap_peft(
         model, cfg.peft, list(new_tokens.values()), cfg.baseline.get("train_new_tokens", True)
     )
+    peft_model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
     schedule = build_schedule(cfg.schedule)
     datamodule = DeliaDataModule(
         tokenizer,
