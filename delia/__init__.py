@@ -8,6 +8,9 @@ Where to find the method's parts:
 - the built-in <sep> task and anisotropic diversification: delia/data/sep_format.py
 - baselines and ablations (config only):                   conf/baseline/, conf/ablation/
 - the whole recipe from setup to cleanup:                  delia/recipe.py
+- metrics and the representation analysis:                 delia/metrics.py, delia/representation.py
+- sweep tables and plots (delia-report):                   delia/report.py
+- resume, preemption, safe checkpoints, locks:             delia/callbacks.py, delia/checkpoint_io.py, delia/locking.py
 """
 
 __version__ = "0.1.0"
