@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from omegaconf import DictConfig
 
-from delia.errors import DeliaError, show_traceback
+from delia.errors import DeliaError, exit_with_error, show_traceback
 
 T = TypeVar("T")
 # the Hydra configs live at the project root (conf/); the package is installed in editable mode
@@ -43,8 +43,7 @@ def checked_argv(hydra_main: Callable[[], T]) -> Callable[[], T]:
     def main() -> T:
         problem = unknown_group_option(sys.argv[1:])
         if problem:
-            print(f"delia: error: {problem}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            exit_with_error(problem)
         return hydra_main()
 
     return main
@@ -62,5 +61,4 @@ def run_reporting_errors(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if show_traceback() or cfg.get("debug_traceback", False):
             raise
         log.error("%s", err)  # also in the run's log file
-        print(f"delia: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        exit_with_error(err)

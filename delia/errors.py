@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -29,6 +29,12 @@ def show_traceback() -> bool:
     return os.environ.get("DELIA_DEBUG", "") not in ("", "0", "false")
 
 
+def exit_with_error(message: object) -> NoReturn:
+    """Print ``delia: error: <message>`` on stderr and exit with status 2."""
+    print(f"delia: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def report_errors(fn: Callable[..., T]) -> Callable[..., T]:
     """Turn a :class:`DeliaError` raised by ``fn`` into one line on stderr and exit status 2.
 
@@ -42,7 +48,6 @@ def report_errors(fn: Callable[..., T]) -> Callable[..., T]:
         except DeliaError as err:
             if show_traceback():
                 raise
-            print(f"delia: error: {err}", file=sys.stderr)
-            sys.exit(2)
+            exit_with_error(err)
 
     return wrapper

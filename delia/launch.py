@@ -39,9 +39,9 @@ def _strategy_name(cfg: DictConfig) -> str:
 def refuse_relaunch_in_multirun(cfg: DictConfig, mode: str | None) -> None:
     """Lightning's ``ddp`` relaunches the script with its argv: under a multirun every rank would rerun the sweep."""
     strategy = _strategy_name(cfg)
-    spawns_itself = (
-        strategy in ("ddp", "fsdp") and not cfg.trainer.get("strategy", {}).get("start_method") == "spawn"
-    )
+    options = cfg.trainer.get("strategy")
+    start_method = options.get("start_method") if isinstance(options, DictConfig) else None
+    spawns_itself = strategy in ("ddp", "fsdp") and start_method != "spawn"
     if (
         mode == "MULTIRUN"
         and spawns_itself

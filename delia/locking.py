@@ -19,6 +19,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def is_locked(lock_file: Path) -> bool:
+    """Whether another open file holds an exclusive ``flock`` on ``lock_file`` (tried and released at once)."""
+    if not lock_file.is_file():
+        return False
+    with lock_file.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, wait: bool = True, what: str = "") -> Iterator[None]:
     """Hold an exclusive lock on ``path``; with ``wait=False`` a held lock is an error naming ``what``."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import json
 import math
 import statistics
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from delia.errors import DeliaError, report_errors
+from delia.locking import is_locked
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -183,19 +183,6 @@ def job_status(path: Path) -> tuple[Status, dict[str, float], str]:
         return "done", parse_metrics(payload.get("metrics", {})), ""
     except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as err:
         return "failed", {}, f"metrics.json unreadable ({err})"
-
-
-def is_locked(lock_file: Path) -> bool:
-    """Whether another open file holds an exclusive ``flock`` on ``lock_file`` (tried and released at once)."""
-    if not lock_file.is_file():
-        return False
-    with lock_file.open("rb") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
 
 
 def last_error(log_file: Path) -> str:

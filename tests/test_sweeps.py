@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from delia.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
 FAST = [*TINY, "eval.generate=false"]
@@ -191,3 +192,15 @@ def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics(tmp_path / "local" / "0")["eval/loss"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_relaunching_strategy_given_as_a_string_is_refused_in_a_multirun(strategy: str) -> None:
+    from delia.launch import refuse_relaunch_in_multirun
+
+    cfg = compose_train([f"trainer.strategy={strategy}", "trainer.devices=2"])
+    with pytest.raises(DeliaError, match=f"trainer={strategy} inside a Hydra multirun"):
+        refuse_relaunch_in_multirun(cfg, "MULTIRUN")
+    refuse_relaunch_in_multirun(cfg, "RUN")  # a single run may use it (torchrun or Lightning's relaunch)
+    spawn = compose_train(["trainer=ddp_sim"])
+    refuse_relaunch_in_multirun(spawn, "MULTIRUN")  # start_method=spawn: no relaunch
