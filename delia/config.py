@@ -8,13 +8,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from delia.baselines import check_combination
 from delia.data.tokenize import OVERLENGTH_CHOICES
 from delia.errors import DeliaError
 from delia.schedule import build_schedule
 from delia.security import check_inside_roots
 
 TOKEN_INIT = ("resize", "random", "mean", "description")
-DATASET_KINDS = ("sep_format", "chat")
+DATASET_KINDS = ("sep_format", "chat", "translation")
 
 
 def _positive(cfg: DictConfig, key: str) -> None:
@@ -57,7 +58,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     build_schedule(cfg.schedule)
+    check_combination(cfg)
     _validate_steps(cfg)
+    _validate_retention(cfg)
     if not isinstance(cfg.seed, int):
         raise DeliaError(f"seed={cfg.seed!r} must be an integer")
     if str(cfg.resume) not in ("True", "False", "auto"):
@@ -70,6 +73,13 @@ def validate(cfg: DictConfig) -> None:
         raise DeliaError(
             "schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0"
         )
+
+
+def _validate_retention(cfg: DictConfig) -> None:
+    if not cfg.retention.enabled:
+        return
+    for key in ("retention.heldout_size", "retention.max_new_tokens", "retention.batch_size"):
+        _positive(cfg, key)
 
 
 def _validate_data_roots(cfg: DictConfig) -> None:
@@ -117,6 +127,11 @@ def _validate_dataset(cfg: DictConfig) -> None:
     if cfg.kind == "chat":
         if OmegaConf.is_missing(cfg, "path") or not cfg.path:
             raise DeliaError("dataset=jsonl needs a file: add dataset.path=/path/to/train.jsonl")
+        return
+    if cfg.kind == "translation":
+        for key in ("train_size", "eval_size"):
+            if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] <= 0):
+                raise DeliaError(f"dataset.{key}={cfg[key]} must be a positive integer (or null: all)")
         return
     if not isinstance(cfg.train_size, int) or cfg.train_size <= 0:
         raise DeliaError(f"dataset.train_size={cfg.train_size} must be a positive integer")

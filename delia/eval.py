@@ -31,7 +31,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = run_config(run_dir)
     train_cfg.eval = cfg.eval
     model, tokenizer = load_adapter(run_dir / "adapter", train_cfg.model, train_cfg.paths.cache_dir)
-    results = evaluate(model, tokenizer, build_task(train_cfg.dataset), train_cfg)
+    results = evaluate(model, tokenizer, build_task(train_cfg), train_cfg)
     write_json(run_dir / "samples.json", results.pop("samples"))
     payload = {
         **results,

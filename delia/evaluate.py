@@ -98,6 +98,9 @@ def evaluate(
         keywords = list(cfg.representation.keywords)
         metrics.update(representation_distances(model, tokenizer, token, keywords, layers))
     samples: dict[str, list[dict[str, str]]] = {}
+    if cfg.eval.generate and cfg.dataset.kind == "translation":
+        samples["eval"], scores = translation_eval(model, tokenizer, splits.get("eval", []), cfg)
+        metrics.update({f"eval/{name}": value for name, value in scores.items()})
     if cfg.eval.generate and cfg.dataset.kind == "sep_format":
         for split in ("eval", "heldout", "negative"):
             records = splits.get(split, [])
@@ -115,6 +118,23 @@ def evaluate(
                 metrics.update({f"{split}/{name}": value for name, value in scores.items()})
     model.train(was_training)
     return {"metrics": metrics, "samples": samples}
+
+
+def translation_eval(
+    model: Any, tokenizer: Any, records: list[dict[str, Any]], cfg: DictConfig
+) -> tuple[list[dict[str, str]], dict[str, float]]:
+    """Greedy translations of the eval split, scored with chrF and BLEU (and BLEURT when configured)."""
+    from delia.translation_metrics import translation_scores
+
+    prompts = [generation_prompt(tokenizer, r["messages"]) for r in records]
+    hypotheses = generate_replies(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    references = [r["reference"] for r in records]
+    scores = translation_scores(hypotheses, references, cfg.eval.get("bleurt_checkpoint"))
+    rows = [
+        {"source": r["source_text"], "reference": r["reference"], "reply": h}
+        for r, h in zip(records, hypotheses, strict=True)
+    ]
+    return rows, scores
 
 
 def write_json(path: Path, payload: Any) -> None:

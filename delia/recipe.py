@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -17,12 +19,14 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from delia import baselines, retention
 from delia.callbacks import PreemptionCheckpoint
 from delia.checkpoint_io import SafetensorsCheckpointIO
 from delia.config import plain, refuse_finished_run, validate
-from delia.data import chat, sep_format
+from delia.data import chat, sep_format, translation
 from delia.data.datamodule import DeliaDataModule
 from delia.data.mixing import diverse_count
 from delia.errors import DeliaError
@@ -46,11 +50,22 @@ from delia.security import redacted_config
 log = logging.getLogger(__name__)
 
 
-def build_task(dataset_cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
-    """The downstream splits: the built-in sep_format task or any chat dataset."""
-    if dataset_cfg.kind == "sep_format":
-        return sep_format.build_splits(dataset_cfg)
-    return chat.build_splits(dataset_cfg)
+def build_task(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    """The downstream splits (sep_format, translation or any chat dataset), as the baseline prompts them.
+
+    ``ctg`` puts the prior description in front of every prompt; ``dipmt`` adds dictionary hints.
+    """
+    kind = cfg.dataset.kind
+    if kind == "sep_format":
+        splits = sep_format.build_splits(cfg.dataset)
+    elif kind == "translation":
+        splits = translation.build_splits(cfg.dataset, bool(cfg.baseline.get("dictionary_hints", False)))
+    else:
+        splits = chat.build_splits(cfg.dataset)
+    if cfg.baseline.get("prior_description_in_prompt"):
+        description = prior_description(cfg) or ""
+        splits = {name: baselines.with_prior_description(rows, description) for name, rows in splits.items()}
+    return splits
 
 
 def model_identity(model_cfg: DictConfig) -> dict[str, Any]:
@@ -120,7 +135,11 @@ def log_results(loggers: list[Any], results: dict[str, Any], samples: dict[str, 
             logger.append_only()
         logger.log_metrics(numbers, step)
         if type(logger).__name__ == "WandbLogger":
-            rows = [[split, row["label"], row["reply"]] for split, rows in samples.items() for row in rows]
+            rows = [
+                [split, row.get("label", row.get("reference", "")), row["reply"]]
+                for split, rows in samples.items()
+                for row in rows
+            ]
             logger.log_table(key="eval/generations", columns=["split", "label", "reply"], data=rows)
 
 
@@ -190,13 +209,13 @@ def save_config(cfg: DictConfig, path: Path) -> None:
 
 
 def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
-    """Steps 1-7 of the algorithm (see the module docstring)."""
+    """Steps 1-7 of the algorithm (see the module docstring); the baseline decides how step 5-6 trains."""
     L.seed_everything(cfg.seed, workers=True)
     cache_dir = Path(cfg.paths.cache_dir)
     model, tokenizer = load_base(cfg.model, cache_dir)
-    splits = build_task(cfg.dataset)
-    n_diverse = diverse_count(len(splits["train"]), float(cfg.diverse.ratio))
+    splits = build_task(cfg)
     identity = model_identity(cfg.model)
+    n_diverse = diverse_count(len(splits["train"]), float(cfg.diverse.ratio))
     diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, identity) if n_diverse else []
     log.info(
         "downstream examples: %d, diverse examples: %d (ratio %s)",
@@ -204,15 +223,115 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
         len(diverse),
         cfg.diverse.ratio,
     )
+    heldout = (
+        retention.heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity)
+        if cfg.retention.enabled
+        else []
+    )
 
     # re-seed: what follows (new-row init, LoRA init, dropout) must not depend on whether the
     # diverse data came from the cache or was sampled just now
     L.seed_everything(cfg.seed, workers=True)
     new_tokens = add_new_tokens(model, tokenizer, cfg)
-    peft_model = wrap_peft(
-        model, cfg.peft, list(new_tokens.values()), cfg.baseline.get("train_new_tokens", True)
-    )
+    before = retention_before(model, tokenizer, heldout, cfg, identity, list(new_tokens.values()))
+    peft_model = wrap_peft(model, cfg.peft, list(new_tokens.values()), cfg.baseline.train_new_tokens)
     peft_model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
+    loggers = build_loggers(cfg)
+    if not cfg.baseline.train:
+        trainer, preempted = None, None  # ctg, dipmt: prompting methods, evaluated as they are
+    elif cfg.baseline.name == "disperse_merge":
+        trainer, preempted = disperse_then_merge(cfg, peft_model, tokenizer, splits, loggers, run_dir)
+    else:
+        steps = int(cfg.trainer.max_steps)
+        trainer, preempted = fit(
+            cfg, peft_model, tokenizer, splits, diverse, loggers, steps, run_dir / "checkpoints", ckpt_path
+        )
+
+    results: dict[str, Any] = {}
+    if preempted is not None:
+        print(
+            f"\nDELIA run preempted at step {preempted}; continue it with: resume=true hydra.run.dir={run_dir}"
+        )
+    elif trainer is None or trainer.is_global_zero:
+        save_adapter(peft_model, tokenizer, run_dir / "adapter", new_tokens, {"model": identity})
+        results = evaluate(peft_model, tokenizer, splits, cfg)
+        metrics = results["metrics"]
+        if before is not None:
+            after = retention.measure(
+                peft_model,
+                tokenizer,
+                heldout,
+                retention.load_items(cfg.retention),
+                cfg.retention,
+                cfg.data.max_length,
+            )
+            metrics.update(retention.retention_metrics(before, after))
+        metrics["train/downstream_examples"] = len(splits["train"])
+        metrics["train/diverse_examples"] = len(diverse)
+        for key in ("train/seen_task_examples", "train/seen_diverse_examples"):
+            metrics[key] = int(trainer.callback_metrics.get(key, -1)) if trainer is not None else 0
+        samples = results.pop("samples")
+        write_json(run_dir / "samples.json", samples)
+        write_json(
+            run_dir / "metrics.json",
+            {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name},
+        )
+        log_results(loggers, results, samples, trainer.global_step if trainer is not None else 0)
+        print(f"\nDELIA run finished: {run_dir}\n{results_table(metrics)}")
+    finish_loggers(loggers, run_dir)
+    return results.get("metrics", {})
+
+
+def retention_before(
+    model: Any,
+    tokenizer: Any,
+    heldout: list[dict[str, Any]],
+    cfg: DictConfig,
+    identity: dict[str, Any],
+    new_token_ids: list[int],
+) -> dict[str, float] | None:
+    """Retention yardsticks of the untuned model (new rows included: they take part in the softmax)."""
+    if not cfg.retention.enabled:
+        return None
+    rows = model.get_input_embeddings().weight[new_token_ids].detach().float().numpy().tobytes()
+    key_id = {**identity, "new_rows": hashlib.sha256(rows).hexdigest()[:16]}
+    items = retention.load_items(cfg.retention)
+    return retention.measure_before(
+        model,
+        tokenizer,
+        heldout,
+        items,
+        cfg.retention,
+        cfg.data.max_length,
+        Path(cfg.paths.cache_dir),
+        key_id,
+    )
+
+
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Any]:
+    """The configured callbacks; checkpoints go to ``ckpt_dir`` (a disperse_merge portion has its own)."""
+    callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if wanted_callback(conf, cfg)]
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint | PreemptionCheckpoint):
+            callback.dirpath = type(callback.dirpath)(ckpt_dir) if callback.dirpath is not None else None
+    return callbacks
+
+
+def fit(
+    cfg: DictConfig,
+    peft_model: Any,
+    tokenizer: Any,
+    splits: dict[str, list[dict[str, Any]]],
+    diverse: list[dict[str, Any]],
+    loggers: list[Any],
+    max_steps: int,
+    ckpt_dir: Path,
+    ckpt_path: str | None,
+) -> tuple[L.Trainer, int | None]:
+    """Steps 5-6: train on the downstream examples mixed with the diverse ones, as the schedule says.
+
+    Returns the trainer and the step at which a preemption signal stopped it (None: it finished).
+    """
     schedule = build_schedule(cfg.schedule)
     datamodule = DeliaDataModule(
         tokenizer,
@@ -220,7 +339,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
         diverse_records=diverse,
         eval_records=splits.get("eval", []),
         schedule=schedule,
-        max_steps=cfg.trainer.max_steps,
+        max_steps=max_steps,
         batch_size=cfg.data.batch_size,
         accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         max_length=cfg.data.max_length,
@@ -229,39 +348,71 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
         num_workers=cfg.data.num_workers,
     )
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
-    loggers = build_loggers(cfg)
-    callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if wanted_callback(conf, cfg)]
+    callbacks = build_callbacks(cfg, ckpt_dir)
     # checkpoints are safetensors files, never pickle (allow_pickle=true reads old pickle .ckpt files)
     plugins = [SafetensorsCheckpointIO(allow_pickle=bool(cfg.allow_pickle))]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins
+        cfg.trainer,
+        max_steps=max_steps,
+        val_check_interval=_val_interval(cfg, max_steps),
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=plugins,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-
     preempted = [
-        c.saved_at_step
-        for c in callbacks
-        if isinstance(c, PreemptionCheckpoint) and c.saved_at_step is not None
+        c.saved_at_step for c in callbacks if isinstance(c, PreemptionCheckpoint) and c.saved_at_step
     ]
-    results: dict[str, Any] = {}
-    if preempted:
-        print(
-            f"\nDELIA run preempted at step {preempted[0]}; continue it with: resume=true hydra.run.dir={run_dir}"
+    return trainer, (preempted[0] if preempted else None)
+
+
+def _val_interval(cfg: DictConfig, max_steps: int) -> Any:
+    """The configured validation interval, capped at the batches of a (shorter) disperse_merge portion."""
+    interval = cfg.trainer.get("val_check_interval")
+    batches = max_steps * int(cfg.trainer.accumulate_grad_batches)
+    return min(interval, batches) if isinstance(interval, int) else interval
+
+
+def disperse_then_merge(
+    cfg: DictConfig,
+    peft_model: Any,
+    tokenizer: Any,
+    splits: dict[str, list[dict[str, Any]]],
+    loggers: list[Any],
+    run_dir: Path,
+) -> tuple[L.Trainer | None, int | None]:
+    """Disperse-Then-Merge: one adapter per portion of the instruction data, then merged into one.
+
+    Each portion trains its own adapter for its share of ``max_steps``; a finished portion's adapter is
+    saved under ``<run dir>/portions/<j>/`` and reloaded when the run is resumed, so a killed run redoes
+    at most the portion it was in (which resumes from that portion's own ``last.ckpt``).
+    """
+    k = int(cfg.baseline.portions)
+    parts = baselines.portions(splits["train"], k, cfg.seed)
+    names = ["default", *[f"portion{j}" for j in range(1, k)]]
+    config = peft_model.peft_config["default"]
+    trainer = None
+    for j, (name, part, steps) in enumerate(
+        zip(names, parts, baselines.portion_steps(int(cfg.trainer.max_steps), k), strict=True)
+    ):
+        if name not in peft_model.peft_config:
+            peft_model.add_adapter(name, copy.deepcopy(config))
+        peft_model.set_adapter(name)
+        folder = run_dir / "portions" / str(j)
+        if baselines.load_portion(peft_model, name, folder):
+            log.info("disperse_merge: portion %d reloaded from %s", j, folder)
+            continue
+        for logger in loggers if j else []:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.append_only()  # each portion counts its steps from 0 again: keep every row
+        last = folder / "checkpoints" / "last.ckpt"
+        resume = str(last) if cfg.resume and last.is_file() else None
+        portion_splits = {**splits, "train": part}
+        trainer, preempted = fit(
+            cfg, peft_model, tokenizer, portion_splits, [], loggers, steps, last.parent, resume
         )
-    elif trainer.is_global_zero:
-        save_adapter(peft_model, tokenizer, run_dir / "adapter", new_tokens, {"model": identity})
-        results = evaluate(peft_model, tokenizer, splits, cfg)
-        results["metrics"]["train/downstream_examples"] = len(splits["train"])
-        results["metrics"]["train/diverse_examples"] = len(diverse)
-        for key in ("train/seen_task_examples", "train/seen_diverse_examples"):
-            results["metrics"][key] = int(trainer.callback_metrics.get(key, -1))
-        samples = results.pop("samples")
-        write_json(run_dir / "samples.json", samples)
-        write_json(
-            run_dir / "metrics.json",
-            {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name},
-        )
-        log_results(loggers, results, samples, trainer.global_step)
-        print(f"\nDELIA run finished: {run_dir}\n{results_table(results['metrics'])}")
-    finish_loggers(loggers, run_dir)
-    return results.get("metrics", {})
+        if preempted is not None:
+            return trainer, preempted
+        baselines.save_portion(peft_model, name, folder)
+    baselines.merge_adapters(peft_model, names, cfg.baseline)
+    return trainer, None

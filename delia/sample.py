@@ -23,7 +23,7 @@ def sample(cfg: DictConfig) -> int:
 
     validate(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
-    n_task = len(build_task(cfg.dataset)["train"])
+    n_task = len(build_task(cfg)["train"])
     n = diverse_count(n_task, float(cfg.diverse.ratio))
     if n == 0:
         print("delia-sample: diverse ratio is 0 (or diverse=none): nothing to sample")

@@ -33,7 +33,8 @@ from delia.errors import DeliaError, where
 from delia.locking import file_lock
 
 log = logging.getLogger(__name__)
-PROMPT_VERSION = 1
+PROMPT_VERSION = 2  # 2: queries reserved for the retention slice are never sampled for training
+RESERVE_EVERY = 16  # about one query in 16 is reserved for the held-out retention slice
 
 
 def load_queries(spec: str) -> list[dict[str, str]]:
@@ -71,8 +72,30 @@ def sampling_prompt(query: dict[str, str], use_reference: bool) -> list[dict[str
     return [{"role": "user", "content": query["query"]}]
 
 
-def cache_key(model_id: dict[str, Any], queries: list[dict[str, str]], cfg: DictConfig) -> str:
+def is_reserved(query: dict[str, str]) -> bool:
+    """Whether a query belongs to the held-out slice (retention), decided by a hash of its text.
+
+    The choice depends on nothing but the query, so training never samples a held-out query, whatever
+    the seed, the ratio or the query file.
+    """
+    return int(hashlib.sha256(query["query"].encode()).hexdigest(), 16) % RESERVE_EVERY == 0
+
+
+def query_order(queries: list[dict[str, str]], seed: int, heldout: bool) -> list[int]:
+    """The seeded order in which the training (or the held-out) queries are answered."""
+    order = [i for i, q in enumerate(queries) if is_reserved(q) == heldout]
+    if not order:
+        part = "held-out (retention)" if heldout else "training"
+        raise DeliaError(f"diverse.queries: no {part} queries in the set; it needs more queries")
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def cache_key(
+    model_id: dict[str, Any], queries: list[dict[str, str]], cfg: DictConfig, heldout: bool = False
+) -> str:
     settings = {
+        "part": "heldout" if heldout else "train",
         "model": model_id,
         "queries": hashlib.sha256(json.dumps(queries, sort_keys=True).encode()).hexdigest(),
         "temperature": float(cfg.temperature),
@@ -170,16 +193,25 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], cfg: DictConf
 
 
 def self_sample(
-    model: Any, tokenizer: Any, cfg: DictConfig, n: int, cache_dir: Path, model_id: dict[str, Any]
+    model: Any,
+    tokenizer: Any,
+    cfg: DictConfig,
+    n: int,
+    cache_dir: Path,
+    model_id: dict[str, Any],
+    heldout: bool = False,
 ) -> list[dict[str, Any]]:
-    """Return ``n`` diverse samples (records with ``messages``), sampling only what the cache lacks."""
+    """Return ``n`` diverse samples (records with ``messages``), sampling only what the cache lacks.
+
+    ``heldout=True`` answers the reserved queries instead (:func:`is_reserved`): the held-out slice of
+    the diverse data on which retention is measured.
+    """
     if n <= 0:
         return []
     queries = load_queries(cfg.queries)
-    key = cache_key(model_id, queries, cfg)
+    key = cache_key(model_id, queries, cfg, heldout)
     cache = SampleCache(cache_dir / "diverse" / key)
-    order = list(range(len(queries)))
-    random.Random(cfg.seed).shuffle(order)
+    order = query_order(queries, int(cfg.seed), heldout)
     with cache.locked():
         meta = {
             "model": model_id,

@@ -68,7 +68,7 @@ def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> 
 
     cfg = compose_train(FAST)
     model, tok = load_adapter(ddp_run / "adapter", cfg.model, session_cache)
-    loss = eval_loss(model, tok, build_task(cfg.dataset)["eval"], cfg.data.max_length, cfg.eval.batch_size)
+    loss = eval_loss(model, tok, build_task(cfg)["eval"], cfg.data.max_length, cfg.eval.batch_size)
     assert loss == pytest.approx(metrics(ddp_run)["eval/loss"], rel=1e-5)
 
 
