@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from delia.baselines import check_combination
+from delia.data.mixing import diverse_ratio
 from delia.data.tokenize import OVERLENGTH_CHOICES
 from delia.errors import DeliaError
 from delia.schedule import build_schedule
@@ -40,10 +41,6 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.diverse.ratio is None or float(cfg.diverse.ratio) < 0:
         raise DeliaError(f"diverse.ratio={cfg.diverse.ratio} must be >= 0 (0 means no diverse data)")
-    if float(cfg.diverse.ratio) > 0 and cfg.diverse.name == "none":
-        raise DeliaError(
-            "diverse=none with diverse.ratio > 0: pick diverse=self_sample or set diverse.ratio=0"
-        )
     if cfg.diverse.name != "none":
         for key in ("diverse.max_new_tokens", "diverse.batch_size"):
             _positive(cfg, key)
@@ -67,7 +64,7 @@ def validate(cfg: DictConfig) -> None:
         raise DeliaError(f"resume={cfg.resume!r}: use true, false or auto")
     if (
         cfg.schedule.name == "two_stage"
-        and float(cfg.diverse.ratio) == 0
+        and diverse_ratio(cfg.diverse) == 0
         and float(cfg.schedule.task_fraction_k) == 0
     ):
         raise DeliaError(

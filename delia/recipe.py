@@ -28,7 +28,7 @@ from delia.checkpoint_io import SafetensorsCheckpointIO
 from delia.config import plain, refuse_finished_run, validate
 from delia.data import chat, sep_format, translation
 from delia.data.datamodule import DeliaDataModule
-from delia.data.mixing import diverse_count
+from delia.data.mixing import diverse_count, diverse_ratio
 from delia.errors import DeliaError
 from delia.evaluate import evaluate, results_table, write_json
 from delia.launch import hydra_mode, refuse_relaunch_in_multirun, setup_gpu_pool
@@ -215,13 +215,13 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
     model, tokenizer = load_base(cfg.model, cache_dir)
     splits = build_task(cfg)
     identity = model_identity(cfg.model)
-    n_diverse = diverse_count(len(splits["train"]), float(cfg.diverse.ratio))
+    n_diverse = diverse_count(len(splits["train"]), diverse_ratio(cfg.diverse))
     diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, identity) if n_diverse else []
     log.info(
         "downstream examples: %d, diverse examples: %d (ratio %s)",
         len(splits["train"]),
         len(diverse),
-        cfg.diverse.ratio,
+        diverse_ratio(cfg.diverse),
     )
     heldout = (
         retention.heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity)

@@ -16,7 +16,7 @@ from delia.cli import CONF_DIR, checked_argv, run_reporting_errors
 
 def sample(cfg: DictConfig) -> int:
     from delia.config import validate
-    from delia.data.mixing import diverse_count
+    from delia.data.mixing import diverse_count, diverse_ratio
     from delia.models import load_base
     from delia.recipe import build_task, model_identity
     from delia.sampling import self_sample
@@ -24,14 +24,14 @@ def sample(cfg: DictConfig) -> int:
     validate(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
     n_task = len(build_task(cfg)["train"])
-    n = diverse_count(n_task, float(cfg.diverse.ratio))
+    n = diverse_count(n_task, diverse_ratio(cfg.diverse))
     if n == 0:
         print("delia-sample: diverse ratio is 0 (or diverse=none): nothing to sample")
         return 0
     model, tokenizer = load_base(cfg.model, cache_dir)
     samples = self_sample(model, tokenizer, cfg.diverse, n, cache_dir, model_identity(cfg.model))
     print(
-        f"delia-sample: {len(samples)} diverse samples ready ({n_task} downstream x ratio {cfg.diverse.ratio})"
+        f"delia-sample: {len(samples)} diverse samples ready ({n_task} downstream x ratio {diverse_ratio(cfg.diverse)})"
     )
     return len(samples)
 

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 TASK, DIVERSE = 0, 1
 SOURCE_NAMES = {TASK: "task", DIVERSE: "diverse"}
 PlanItem = tuple[int, int]  # (source, index into that source's examples)
+
+
+def diverse_ratio(diverse_cfg: Any) -> float:
+    """The diverse ratio in effect: ``diverse=none`` means none, whatever ``ratio`` an experiment set."""
+    return 0.0 if diverse_cfg.name == "none" else float(diverse_cfg.ratio)
 
 
 def diverse_count(n_task: int, ratio: float) -> int:

@@ -1,0 +1,256 @@
+"""Every baseline and ablation is a config choice with a real implementation; nonsense is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from delia import baselines
+from delia.config import validate
+from delia.errors import DeliaError
+from tests.conftest import TINY, compose_train
+
+SEP_METHODS = [
+    "delia",
+    "common_it",
+    "random_token",
+    "mean_embedding",
+    "fact_based",
+    "ctg",
+    "dmt",
+    "disperse_merge",
+    "delia_no_task_diversification",
+    "delia_no_diverse_data",
+]
+
+
+@pytest.mark.parametrize("method", SEP_METHODS)
+def test_every_method_composes_and_validates(method: str) -> None:
+    cfg = compose_train([*TINY, f"method={method}"])
+    validate(cfg)
+    assert cfg.baseline.name == method.split("_no_")[0] if method.startswith("delia") else method
+
+
+def test_each_baseline_sets_what_defines_it() -> None:
+    def cfg(name: str):
+        return compose_train([*TINY, f"baseline={name}"])
+
+    assert cfg("common_it").diverse.name == "none" and not cfg("common_it").dataset.diversify_instructions
+    assert (
+        cfg("random_token").token_init.strategy == "random"
+        and not cfg("random_token").baseline.train_new_tokens
+    )
+    assert cfg("mean_embedding").token_init.strategy == "mean"
+    assert cfg("fact_based").token_init.strategy == "description"
+    assert not cfg("ctg").baseline.train and cfg("ctg").baseline.prior_description_in_prompt
+    assert cfg("dmt").schedule.name == "two_stage" and cfg("dmt").diverse.name == "self_sample"
+    assert (
+        cfg("disperse_merge").baseline.portions == 2
+        and cfg("disperse_merge").baseline.combination == "linear"
+    )
+    delia = cfg("delia")
+    assert delia.diverse.name == "self_sample" and delia.dataset.diversify_instructions
+    no_div = compose_train([*TINY, "ablation=no_task_diversification"])
+    assert no_div.diverse.name == "self_sample" and not no_div.dataset.diversify_instructions
+    no_data = compose_train([*TINY, "ablation=no_diverse_data"])
+    assert no_data.diverse.name == "none" and no_data.dataset.diversify_instructions
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["baseline=common_it", "ablation=no_diverse_data"], "ablation of DELIA"),
+        (["baseline=dipmt"], "not a translation task"),
+        (["baseline=ctg", "dataset=wmt21_is_en", "dataset.path=x.jsonl"], "has none"),
+        (["baseline=dmt", "schedule=interleave"], "needs schedule=two_stage"),
+        (["baseline=disperse_merge", "baseline.portions=1"], "baseline.portions=1"),
+        (["baseline=disperse_merge", "baseline.combination=average"], "baseline.combination"),
+        (["baseline=disperse_merge", "baseline.combination=ties", "baseline.density=0"], "baseline.density"),
+        (["baseline=mean_embedding", "dataset=jsonl", "dataset.path=x.jsonl"], "adds none"),
+        (["baseline.name=magic"], "baseline.name='magic' is unknown"),
+    ],
+)
+def test_combinations_that_make_no_sense_are_refused(overrides: list[str], message: str) -> None:
+    with pytest.raises(DeliaError, match=message) as err:
+        validate(compose_train([*TINY, *overrides]))
+    assert "\n" not in str(err.value)
+
+
+def test_refusal_reaches_the_cli_as_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        ["delia-train", *TINY, "baseline=dipmt", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "delia: error: baseline=dipmt" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_paper_experiments_compose_with_the_published_settings() -> None:
+    llama = compose_train(["experiment=paper_sep_llama2"])
+    validate(llama)
+    assert llama.model.path == "meta-llama/Llama-2-7b-chat-hf" and llama.diverse.ratio == 260
+    assert llama.optimizer.lr == 2e-4 and llama.peft.r == 16 and llama.peft.lora_alpha == 16
+    assert llama.trainer.accumulate_grad_batches == 4 and llama.data.batch_size == 16
+    gemma = compose_train(["experiment=paper_translation_gemma", "baseline=dipmt"])
+    validate(gemma)
+    assert gemma.model.path == "google/gemma-7b-it" and gemma.dataset.kind == "translation"
+    # a no-diverse-data baseline under a ratio-260 experiment has no diverse data
+    from delia.data.mixing import diverse_ratio
+
+    assert diverse_ratio(compose_train(["experiment=paper_sep_llama2", "baseline=common_it"]).diverse) == 0
+
+
+def test_sep_cpu_grid_sweeps_every_method_over_three_seeds() -> None:
+    text = (Path(__file__).parents[1] / "conf" / "experiment" / "sep_cpu.yaml").read_text()
+    grid = OmegaConf.create(text).hydra.sweeper.params
+    assert sorted(str(grid.method).split(",")) == sorted(SEP_METHODS)
+    assert str(grid.seed) == "1,2,3"
+    for method in SEP_METHODS:  # every job of the grid passes validation
+        validate(compose_train(["experiment=sep_cpu", f"method={method}", "seed=1"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the code of ctg and disperse_merge
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prior_description_goes_before_the_first_user_turn_without_touching_the_input() -> None:
+    records = [{"messages": [{"role": "user", "content": "judge it"}, {"role": "assistant", "content": "x"}]}]
+    out = baselines.with_prior_description(records, "DESCRIPTION")
+    assert out[0]["messages"][0]["content"] == "DESCRIPTION\n\njudge it"
+    assert out[0]["messages"][1]["content"] == "x"
+    assert records[0]["messages"][0]["content"] == "judge it"
+
+
+def test_portions_are_disjoint_cover_everything_and_are_balanced() -> None:
+    records = [{"id": i} for i in range(11)]
+    parts = baselines.portions(records, 3, seed=5)
+    ids = [r["id"] for part in parts for r in part]
+    assert sorted(ids) == list(range(11)) and len(set(ids)) == 11
+    assert sorted(len(p) for p in parts) == [3, 4, 4]
+    assert baselines.portions(records, 3, seed=5) == parts
+    assert sum(baselines.portion_steps(25, 3)) == 25 and baselines.portion_steps(25, 3) == [9, 8, 8]
+    with pytest.raises(DeliaError, match="exceeds the 11 training examples"):
+        baselines.portions(records, 12, seed=5)
+
+
+def _two_adapters(tiny_model, combination: str):
+    import copy
+
+    from delia.models import add_special_token, resize_for_tokenizer, wrap_peft
+
+    model, tok = tiny_model
+    token_id = add_special_token(tok, "<sep>")
+    resize_for_tokenizer(model, tok)
+    peft_model = wrap_peft(model, compose_train(TINY).peft, [token_id])
+    peft_model.add_adapter("portion1", copy.deepcopy(peft_model.peft_config["default"]))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                param.fill_(1.0 if name.endswith("default") else 3.0)
+            elif "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen))
+    cfg = OmegaConf.create({"combination": combination, "density": 0.5})
+    return peft_model, token_id, cfg
+
+
+def test_merge_averages_the_new_token_rows_and_cat_averages_the_lora_deltas(tiny_model) -> None:
+    peft_model, token_id, cfg = _two_adapters(tiny_model, "cat")
+    q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    expected = 0.5 * (q_proj.get_delta_weight("default") + q_proj.get_delta_weight("portion1"))
+    baselines.merge_adapters(peft_model, ["default", "portion1"], cfg)
+    assert peft_model.active_adapter == "merged"
+    torch.testing.assert_close(q_proj.get_delta_weight("merged"), expected, rtol=1e-5, atol=1e-6)
+    row = peft_model.get_input_embeddings()(torch.tensor([[token_id]]))[0, 0]
+    torch.testing.assert_close(row, torch.full_like(row, 2.0))
+
+
+@pytest.mark.parametrize("combination", ["linear", "ties", "dare_linear"])
+def test_linear_ties_and_dare_merges_give_a_new_active_adapter(tiny_model, combination: str) -> None:
+    peft_model, _, cfg = _two_adapters(tiny_model, combination)
+    q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    baselines.merge_adapters(peft_model, ["default", "portion1"], cfg)
+    merged = q_proj.get_delta_weight("merged")
+    assert peft_model.active_adapter == "merged" and merged.abs().sum() > 0
+    assert not torch.allclose(merged, q_proj.get_delta_weight("default"))
+
+
+def test_a_saved_portion_loads_back_exactly(tiny_model, tmp_path: Path) -> None:
+    peft_model, _, _ = _two_adapters(tiny_model, "linear")
+    before = {k: v.clone() for k, v in peft_model.state_dict().items() if "portion1" in k}
+    baselines.save_portion(peft_model, "portion1", tmp_path)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "portion1" in name:
+                param.zero_()
+    assert baselines.load_portion(peft_model, "portion1", tmp_path)
+    after = {k: v for k, v in peft_model.state_dict().items() if "portion1" in k}
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value)
+    assert not baselines.load_portion(peft_model, "portion1", tmp_path / "none")
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end on the tiny model
+# ---------------------------------------------------------------------------------------------
+
+
+def _run(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
+    from delia.recipe import train
+
+    run_dir = tmp_path / "run"
+    metrics = train(compose_train([*TINY, "logger=csv", *overrides], run_dir=run_dir))
+    return run_dir, metrics
+
+
+def test_ctg_trains_nothing_and_prompts_with_the_description(tmp_path: Path, monkeypatch) -> None:
+    from delia import recipe
+
+    prompts: list[str] = []
+    real = recipe.evaluate
+
+    def spy(model, tokenizer, splits, cfg):
+        prompts.extend(m["content"] for r in splits["eval"] for m in r["messages"] if m["role"] == "user")
+        return real(model, tokenizer, splits, cfg)
+
+    monkeypatch.setattr(recipe, "evaluate", spy)
+    run_dir, metrics = _run(tmp_path, "baseline=ctg")
+    assert metrics["train/seen_task_examples"] == 0 and not (run_dir / "checkpoints").exists()
+    assert prompts and all(p.startswith(recipe.prior_description(compose_train(TINY))) for p in prompts)
+    # an untrained model keeps exactly what it knew
+    assert metrics["retention/ppl_heldout_diverse_change"] == 0.0
+    assert metrics["retention/probe_acc_change"] == 0.0
+
+
+def test_disperse_merge_trains_each_portion_and_saves_one_merged_adapter(tmp_path: Path) -> None:
+    from delia.evaluate import eval_loss
+    from delia.models import load_adapter
+    from delia.recipe import build_task
+
+    run_dir, metrics = _run(tmp_path, "baseline=disperse_merge", "trainer.max_steps=4")
+    assert (run_dir / "portions" / "0" / baselines.PORTION_FILE).is_file()
+    assert (run_dir / "portions" / "1" / baselines.PORTION_FILE).is_file()
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["trainable_token_indices"]
+    assert json.loads((run_dir / "metrics.json").read_text())["baseline"] == "disperse_merge"
+    cfg = compose_train([*TINY, "baseline=disperse_merge"])
+    model, tok = load_adapter(run_dir / "adapter", cfg.model, cfg.paths.cache_dir)
+    loss = eval_loss(model, tok, build_task(cfg)["eval"], cfg.data.max_length, cfg.eval.batch_size)
+    assert loss == pytest.approx(metrics["eval/loss"], rel=1e-4)
+
+
+def test_random_token_keeps_its_random_row_untrained(tmp_path: Path) -> None:
+    run_dir, metrics = _run(tmp_path, "baseline=random_token")
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert not config.get("trainable_token_indices")
+    assert metrics["train/seen_task_examples"] > 0 and metrics["train/seen_diverse_examples"] == 0
