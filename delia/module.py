@@ -29,27 +29,40 @@ class NonFiniteLoss(DeliaError):
         )
 
 
-def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example summed next-token loss over assistant tokens, and the number of those tokens."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+def per_token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token loss at every position and the mask of the positions that count (assistant tokens).
+
+    A packed batch (delia.data.packing) has ``position_ids`` restarting per example and no
+    ``attention_mask``: transformers then keeps attention inside each example.
+    """
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    logits = model(**inputs).logits
     targets = batch["labels"][:, 1:]
     per_token = F.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )
-    mask = targets != IGNORE_INDEX
+    return per_token, targets != IGNORE_INDEX
+
+
+def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row summed next-token loss over assistant tokens, and the number of those tokens."""
+    per_token, mask = per_token_losses(model, batch)
     return (per_token * mask).sum(dim=1), mask.sum(dim=1)
 
 
 def source_losses(model: Any, batch: dict[str, torch.Tensor]) -> SourceLosses:
-    """Split the batch's token losses by source (downstream task vs diverse data)."""
-    sums, counts = token_losses(model, batch)
-    is_task = batch["source"] == TASK
-    is_diverse = batch["source"] == DIVERSE
+    """Split the batch's token losses by source (downstream task vs diverse data), token by token."""
+    per_token, mask = per_token_losses(model, batch)
+    if "token_source" in batch:  # packed rows mix sources
+        source = batch["token_source"][:, 1:]
+    else:
+        source = batch["source"][:, None].expand_as(mask)
+    is_task, is_diverse = mask & (source == TASK), mask & (source == DIVERSE)
     return SourceLosses(
-        task_sum=(sums * is_task).sum(),
-        task_tokens=(counts * is_task).sum(),
-        diverse_sum=(sums * is_diverse).sum(),
-        diverse_tokens=(counts * is_diverse).sum(),
+        task_sum=(per_token * is_task).sum(),
+        task_tokens=is_task.sum(),
+        diverse_sum=(per_token * is_diverse).sum(),
+        diverse_tokens=is_diverse.sum(),
     )
 
 

@@ -346,6 +346,7 @@ def fit(
         on_overlength=cfg.data.on_overlength,
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
+        packing=bool(cfg.data.packing),
     )
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     callbacks = build_callbacks(cfg, ckpt_dir)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from delia.data.mixing import DIVERSE, TASK, PlanItem, rank_shard
+from delia.data.packing import collate_packed
 from delia.data.tokenize import IGNORE_INDEX, encode_all
 from delia.schedule import Interleave
 
@@ -113,6 +114,7 @@ class DeliaDataModule(L.LightningDataModule):
         on_overlength: str = "error",
         seed: int = 0,
         num_workers: int = 0,
+        packing: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -126,6 +128,7 @@ class DeliaDataModule(L.LightningDataModule):
         self.on_overlength = on_overlength
         self.seed = seed
         self.num_workers = num_workers
+        self.packing = packing
         self.examples: dict[int, list[dict[str, list[int]]]] = {}
         self.global_plan: list[PlanItem] = []
         self.train_set: PlanDataset | None = None
@@ -157,11 +160,14 @@ class DeliaDataModule(L.LightningDataModule):
         eval_items = self._encode(self.eval_records, "eval data") if self.eval_records else []
         self.eval_set = ListDataset(eval_items[rank::world_size] or eval_items[:1])
 
-    def _loader_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.num_workers,
-            "collate_fn": partial(collate, pad_id=self.tokenizer.pad_token_id),
-        }
+    def _loader_kwargs(self, packed: bool = False) -> dict[str, Any]:
+        pad_id = self.tokenizer.pad_token_id
+        collate_fn = (
+            partial(collate_packed, pad_id=pad_id, row_length=self.max_length)
+            if packed
+            else partial(collate, pad_id=pad_id)
+        )
+        return {"num_workers": self.num_workers, "collate_fn": collate_fn}
 
     def _batches_consumed(self) -> int:
         """Batches of this epoch that training has finished (Lightning's progress counter)."""
@@ -171,7 +177,7 @@ class DeliaDataModule(L.LightningDataModule):
         assert self.train_set is not None, "call setup() first"
         # no shuffling here: the plan is already shuffled, and its position is checkpointed
         return ResumableLoader(
-            self.train_set, self.batch_size, self._batches_consumed, **self._loader_kwargs()
+            self.train_set, self.batch_size, self._batches_consumed, **self._loader_kwargs(self.packing)
         )
 
     def val_dataloader(self) -> DataLoader | list:
