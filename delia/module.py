@@ -36,7 +36,7 @@ def per_token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.
     ``attention_mask``: transformers then keeps attention inside each example.
     """
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    logits = model(**inputs).logits
+    logits = model(**inputs, use_cache=False).logits  # a cache would switch off the packed-sequence mask
     targets = batch["labels"][:, 1:]
     per_token = F.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
