@@ -32,16 +32,45 @@ class NonFiniteLoss(DeliaError):
 def per_token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token loss at every position and the mask of the positions that count (assistant tokens).
 
-    A packed batch (delia.data.packing) has ``position_ids`` restarting per example and no
-    ``attention_mask``: transformers then keeps attention inside each example.
+    The vocabulary projection runs only where a label is: prompt and padding positions never get
+    logits (for a short reply after a long prompt that is most of the positions, and the full-vocabulary
+    logits were most of the step's memory). A packed batch (delia.data.packing) has ``position_ids``
+    restarting per example and no ``attention_mask``: transformers then keeps attention inside each example.
     """
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    logits = model(**inputs, use_cache=False).logits  # a cache would switch off the packed-sequence mask
     targets = batch["labels"][:, 1:]
-    per_token = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    return per_token, targets != IGNORE_INDEX
+    mask = targets != IGNORE_INDEX
+    parts = decoder_and_head(model)
+    if parts is None:  # a model we cannot split: full logits
+        logits = model(**inputs, use_cache=False).logits[:, :-1]
+        per_token = F.cross_entropy(
+            logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        )
+        return per_token, mask
+    decoder, head = parts
+    # use_cache=False: a cache would switch off the packed-sequence mask
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, :-1]
+    per_token = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+    per_token[mask] = F.cross_entropy(head(hidden[mask]).float(), targets[mask], reduction="none")
+    return per_token, mask
+
+
+def decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """The decoder stack and the output projection of a (peft-wrapped) causal LM, when logits are plain.
+
+    Models that transform the logits (soft-capping, scaling) go through their own forward instead.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or not hasattr(base, "get_decoder") or base.get_output_embeddings() is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text, "final_logit_softcapping", None) or getattr(text, "logit_scale", None) not in (
+        None,
+        1.0,
+    ):
+        return None
+    return base.get_decoder(), base.get_output_embeddings()
 
 
 def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,99 @@
+"""delia-bench runs on the tiny model and writes its table; its FLOP and token accounting is right.
+
+No timing is asserted here: benchmarks report ratios, tests only check that they are measured.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from delia import bench
+from delia.data.datamodule import collate
+from delia.data.packing import collate_packed
+from tests.conftest import TINY
+
+
+def _items(lengths: list[int]) -> list[dict]:
+    return [
+        {"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1)), "source": 0} for n in lengths
+    ]
+
+
+def test_example_lengths_of_padded_and_packed_batches() -> None:
+    lengths = [5, 3, 7, 2]
+    assert bench.example_lengths(collate(_items(lengths), pad_id=0)) == lengths
+    packed = bench.example_lengths(collate_packed(_items(lengths), pad_id=0, row_length=10))
+    assert sorted(packed) == sorted(lengths)
+
+
+def test_step_flops_by_hand() -> None:
+    # 2 examples of 10 and 20 tokens, 1000 matmul weights, 2 layers of width 8, no recomputation:
+    # dense 2 passes x 2 x 1000 x 30 = 120000; attention 3 x 2 x (100 + 400) x 8 x 2 = 48000
+    assert bench.step_flops([10, 20], 1000, 2, 8, recompute=False) == 168000.0
+    # gradient checkpointing adds one forward: dense 3 x 60000, attention 4 x 16000
+    assert bench.step_flops([10, 20], 1000, 2, 8, recompute=True) == 244000.0
+
+
+def test_matmul_params_count_every_linear() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2, bias=False))
+    assert bench.matmul_params(model) == 12 + 6
+    assert bench.matmul_peak(64, repeats=2) > 0
+
+
+def test_counting_collator_counts_input_tokens_and_drops_keys() -> None:
+    from functools import partial
+
+    counter = bench.CountingCollator(partial(collate, pad_id=0), drop=("source",))
+    batch = counter(_items([4, 6]))
+    assert counter.tokens == [10] and "source" not in batch and batch["input_ids"].shape == (2, 6)
+
+
+def test_ratios_are_ours_over_each_peer() -> None:
+    assert bench.ratios({"ours": 300.0, "trl_release": 100.0, "hf_trainer": 150.0}) == {
+        "train/ours_vs_trl_release": 3.0,
+        "train/ours_vs_hf_trainer": 2.0,
+    }
+
+
+@pytest.mark.slow
+def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [
+            "delia-bench",
+            *TINY,
+            "bench.steps=2",
+            "bench.memory_ratios=[1,10]",
+            "bench.sample_prompts=4",
+            "bench.sample_max_new_tokens=8",
+            "bench.matmul_size=256",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "bench.json").read_text())
+    assert set(results["train_tokens_per_s"]) == {
+        "ours",
+        "ours_unpacked",
+        "trl_release",
+        "trl_packing",
+        "hf_trainer",
+    }
+    assert all(v > 0 for v in results["train_tokens_per_s"].values())
+    assert all(
+        len(t["seconds"]) == 2 and all(n > 0 for n in t["tokens"]) for t in results["train_raw"].values()
+    )
+    assert results["mfu"]["mfu"] > 0 and results["mfu"]["matmul_peak_flops_per_s"] > 0
+    assert results["sampling_tokens_per_s"]["sample/ours"] > 0
+    assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10"}
+    for key in ("train/ours_vs_trl_release", "train/ours_vs_trl_packing", "sample/ours_vs_one_by_one"):
+        assert results["ratios"][key] > 0
+    assert "train/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
