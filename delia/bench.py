@@ -20,6 +20,7 @@ between runs on a shared machine; compare the ratios. Writes ``bench.json`` and 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import random
