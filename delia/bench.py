@@ -200,6 +200,7 @@ def time_ours(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
         on_overlength="truncate",
         seed=cfg.seed,
         packing=packing,
+        diverse_store_dir=Path(cfg.paths.cache_dir) if cfg.data.get("stream_diverse", True) else None,
     )
     module = DeliaModule(
         model, build_schedule(cfg.schedule), instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler)

@@ -36,6 +36,7 @@ from delia.locking import atomic_write_text, file_lock
 from delia.loggers import ResumableCSVLogger
 from delia.models import (
     add_special_token,
+    base_model_folder,
     init_new_token_rows,
     load_base,
     resize_for_tokenizer,
@@ -216,7 +217,8 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
     splits = build_task(cfg)
     identity = model_identity(cfg.model)
     n_diverse = diverse_count(len(splits["train"]), diverse_ratio(cfg.diverse))
-    diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, identity) if n_diverse else []
+    folder = base_model_folder(cfg.model, cache_dir)  # what diverse.sampler=vllm loads
+    diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, identity, model_path=folder)
     log.info(
         "downstream examples: %d, diverse examples: %d (ratio %s)",
         len(splits["train"]),
@@ -347,6 +349,7 @@ def fit(
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
         packing=bool(cfg.data.packing),
+        diverse_store_dir=Path(cfg.paths.cache_dir) if cfg.data.get("stream_diverse", True) else None,
     )
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     callbacks = build_callbacks(cfg, ckpt_dir)

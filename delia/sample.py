@@ -17,7 +17,7 @@ from delia.cli import CONF_DIR, checked_argv, run_reporting_errors
 def sample(cfg: DictConfig) -> int:
     from delia.config import validate
     from delia.data.mixing import diverse_count, diverse_ratio
-    from delia.models import load_base
+    from delia.models import base_model_folder, load_base
     from delia.recipe import build_task, model_identity
     from delia.sampling import self_sample
 
@@ -29,7 +29,10 @@ def sample(cfg: DictConfig) -> int:
         print("delia-sample: diverse ratio is 0 (or diverse=none): nothing to sample")
         return 0
     model, tokenizer = load_base(cfg.model, cache_dir)
-    samples = self_sample(model, tokenizer, cfg.diverse, n, cache_dir, model_identity(cfg.model))
+    folder = base_model_folder(cfg.model, cache_dir)
+    samples = self_sample(
+        model, tokenizer, cfg.diverse, n, cache_dir, model_identity(cfg.model), model_path=folder
+    )
     print(
         f"delia-sample: {len(samples)} diverse samples ready ({n_task} downstream x ratio {diverse_ratio(cfg.diverse)})"
     )

@@ -105,6 +105,8 @@ def cache_key(
         "seed": int(cfg.seed),
         "prompt_version": PROMPT_VERSION,
     }
+    if cfg.get("sampler", "transformers") != "transformers":  # another backend draws other samples
+        settings["sampler"] = str(cfg.sampler)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -192,6 +194,33 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], cfg: DictConf
     ]
 
 
+class TransformersSampler:
+    """The default backend: batched transformers ``generate`` on the model already loaded."""
+
+    def __init__(self, model: Any, tokenizer: Any, cfg: DictConfig) -> None:
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+
+    def generate(self, prompts: list[str], seed: int) -> list[str]:
+        return generate_batch(self.model, self.tokenizer, prompts, self.cfg, seed)
+
+    def close(self) -> None:
+        """Nothing to free: the model belongs to the caller."""
+
+
+def make_sampler(model: Any, tokenizer: Any, cfg: DictConfig, model_path: str | None) -> Any:
+    """The backend named by ``diverse.sampler``: ``transformers`` (default) or ``vllm`` (GPU)."""
+    name = cfg.get("sampler", "transformers")
+    if name == "transformers":
+        return TransformersSampler(model, tokenizer, cfg)
+    if name == "vllm":
+        from delia.sampling_vllm import VllmSampler
+
+        if model_path is None:
+            raise DeliaError("diverse.sampler=vllm needs the model's folder or hub id; this caller gave none")
+        return VllmSampler(model_path, tokenizer, cfg)
+    raise DeliaError(f"diverse.sampler={name!r} is unknown: use transformers or vllm")
+
+
 def self_sample(
     model: Any,
     tokenizer: Any,
@@ -200,10 +229,12 @@ def self_sample(
     cache_dir: Path,
     model_id: dict[str, Any],
     heldout: bool = False,
+    model_path: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return ``n`` diverse samples (records with ``messages``), sampling only what the cache lacks.
 
-    ``heldout=True`` answers the reserved queries instead (:func:`is_reserved`): the held-out slice of
+    ``diverse.sampler=vllm`` samples with vLLM from ``model_path`` (the model's folder) instead of
+    transformers ``generate``. ``heldout=True`` answers the reserved queries instead (:func:`is_reserved`): the held-out slice of
     the diverse data on which retention is measured.
     """
     if n <= 0:
@@ -230,7 +261,8 @@ def self_sample(
             len(missing),
         )
         if missing:
-            _sample_missing(model, tokenizer, cfg, missing, order, queries, cache)
+            with contextlib.closing(make_sampler(model, tokenizer, cfg, model_path)) as backend:
+                _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend.generate)
             done = cache.read()
     return [_as_record(done[i]) for i in range(n) if done[i]["response"]]
 
@@ -243,6 +275,7 @@ def _sample_missing(
     order: list[int],
     queries: list[dict[str, str]],
     cache: SampleCache,
+    generate: Any,
 ) -> None:
     was_training = model.training
     model.eval()
@@ -254,9 +287,7 @@ def _sample_missing(
     size = int(cfg.batch_size)
     for start in tqdm(range(0, len(by_length), size), desc="self-sampling diverse data", unit="batch"):
         batch = by_length[start : start + size]
-        replies = generate_batch(
-            model, tokenizer, [prompts[i] for i in batch], cfg, seed=int(cfg.seed) * 1_000_003 + batch[0]
-        )
+        replies = generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
         records = []
         for i, reply in zip(batch, replies, strict=True):
             query = query_for(i, order, queries)

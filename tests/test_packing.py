@@ -118,3 +118,21 @@ def test_a_packed_run_trains_like_an_unpacked_one(tmp_path: Path, steps: int) ->
     assert len(_losses(plain_dir)) == steps
     assert packed["eval/loss"] == pytest.approx(plain["eval/loss"], rel=1e-4)
     assert packed["train/seen_task_examples"] == plain["train/seen_task_examples"]
+
+
+def test_losses_from_label_positions_only_equal_full_logits_losses(tiny_model) -> None:
+    import torch.nn.functional as F
+
+    from delia.module import per_token_losses
+
+    model, tok = tiny_model
+    model.eval()
+    batch = collate(_items(tok, compose_train(TINY)), tok.pad_token_id)
+    with torch.no_grad():
+        per_token, mask = per_token_losses(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        full = F.cross_entropy(
+            logits.transpose(1, 2), batch["labels"][:, 1:], ignore_index=IGNORE_INDEX, reduction="none"
+        )
+    torch.testing.assert_close(per_token[mask], full[mask], rtol=1e-5, atol=1e-5)
+    assert (per_token[~mask] == 0).all()

@@ -166,3 +166,24 @@ def test_close_frees_the_engine_and_refuses_later_calls(with_fake_vllm: None) ->
     sampler.close()
     with pytest.raises(DeliaError, match="closed"):
         sampler.generate(["a"], seed=0)
+
+
+def test_the_sampler_option_picks_the_backend(tiny_model) -> None:
+    from omegaconf import OmegaConf
+
+    from delia import sampling
+    from delia.errors import DeliaError
+
+    model, tok = tiny_model
+    cfg = OmegaConf.create(
+        {"sampler": "transformers", "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2}
+    )
+    backend = sampling.make_sampler(model, tok, cfg, None)
+    assert isinstance(backend, sampling.TransformersSampler) and len(backend.generate(["Hi"], seed=0)) == 1
+    with pytest.raises(DeliaError, match="diverse.sampler='beam' is unknown"):
+        sampling.make_sampler(model, tok, OmegaConf.merge(cfg, {"sampler": "beam"}), None)
+    with pytest.raises(DeliaError, match="needs the model's folder"):
+        sampling.make_sampler(model, tok, OmegaConf.merge(cfg, {"sampler": "vllm"}), None)
+    vllm_cfg = OmegaConf.merge(cfg, {"sampler": "vllm", "seed": 0, "use_reference": True})
+    base = OmegaConf.merge(cfg, {"seed": 0, "use_reference": True})
+    assert sampling.cache_key({}, [], vllm_cfg) != sampling.cache_key({}, [], base)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from delia.data.diverse_store import DiverseStore, build_store
 from delia.data.mixing import DIVERSE, TASK, PlanItem, rank_shard
 from delia.data.packing import collate_packed
 from delia.data.tokenize import IGNORE_INDEX, encode_all
@@ -20,7 +22,7 @@ from delia.schedule import Interleave
 class PlanDataset(Dataset):
     """The examples of one rank's step plan, in order."""
 
-    def __init__(self, examples: dict[int, list[dict[str, list[int]]]], plan: list[PlanItem]) -> None:
+    def __init__(self, examples: dict[int, Sequence[dict[str, list[int]]]], plan: list[PlanItem]) -> None:
         self.examples = examples
         self.plan = plan
 
@@ -115,6 +117,7 @@ class DeliaDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         packing: bool = False,
+        diverse_store_dir: Path | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -129,7 +132,9 @@ class DeliaDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.packing = packing
-        self.examples: dict[int, list[dict[str, list[int]]]] = {}
+        # with a folder, the diverse examples are tokenized into a memory-mapped Arrow file there
+        self.diverse_store_dir = diverse_store_dir
+        self.examples: dict[int, Sequence[dict[str, list[int]]]] = {}
         self.global_plan: list[PlanItem] = []
         self.train_set: PlanDataset | None = None
         self.eval_set: ListDataset | None = None
@@ -137,6 +142,18 @@ class DeliaDataModule(L.LightningDataModule):
 
     def _encode(self, records: list[dict[str, Any]], what: str) -> list[dict[str, list[int]]]:
         return encode_all(self.tokenizer, records, self.max_length, self.on_overlength, what)
+
+    def _diverse_examples(self) -> Sequence[dict[str, list[int]]]:
+        """The tokenized diverse examples: memory-mapped from disk, or in memory without a store folder."""
+        records = self.records[DIVERSE]
+        if not records:
+            return []
+        if self.diverse_store_dir is None:
+            return self._encode(records, "diverse data")
+        path = build_store(
+            records, self.tokenizer, self.max_length, self.on_overlength, self.diverse_store_dir
+        )
+        return DiverseStore(path)
 
     def build_plan(self, world_size: int) -> list[PlanItem]:
         """The global step plan: ``max_steps x accumulation x batch size x world size`` entries."""
@@ -152,9 +169,7 @@ class DeliaDataModule(L.LightningDataModule):
             return  # a spawned rank may receive a copy set up elsewhere: rebuild for this rank
         self._shard = (rank, world_size)
         self.examples = {TASK: self._encode(self.records[TASK], "downstream data")}
-        self.examples[DIVERSE] = (
-            self._encode(self.records[DIVERSE], "diverse data") if self.records[DIVERSE] else []
-        )
+        self.examples[DIVERSE] = self._diverse_examples()
         self.global_plan = self.build_plan(world_size)
         self.train_set = PlanDataset(self.examples, rank_shard(self.global_plan, rank, world_size))
         eval_items = self._encode(self.eval_records, "eval data") if self.eval_records else []
