@@ -466,3 +466,39 @@ def test_bleurt_mean_with_a_stand_in_model(tmp_path: Path, monkeypatch: pytest.M
     hyps, refs = ["a", "b", "c", "d", "e"], ["a", "b", "x", "d", "y"]
     assert tm.bleurt(hyps, refs, str(tmp_path), batch_size=2) == pytest.approx(3 / 5)
     assert tm.translation_scores(hyps, refs, bleurt_checkpoint=str(tmp_path))["bleurt"] == pytest.approx(0.6)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end through delia-train's recipe on the tiny model
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("baseline", ["delia", "dipmt"])
+def test_translation_runs_end_to_end_with_chrf_and_bleu(tmp_path: Path, baseline: str, monkeypatch) -> None:
+    from delia import recipe
+    from tests.conftest import TINY, compose_train
+
+    data = write_jsonl(tmp_path / "pairs.jsonl")
+    seen: list[str] = []
+    real = recipe.evaluate
+
+    def spy(model, tokenizer, splits, cfg):
+        seen.extend(r["messages"][0]["content"] for r in splits["eval"])
+        return real(model, tokenizer, splits, cfg)
+
+    monkeypatch.setattr(recipe, "evaluate", spy)
+    overrides = [
+        *TINY,
+        "dataset=wmt21_is_en",
+        f"dataset.path={data}",
+        "dataset.train_size=8",
+        "dataset.eval_size=4",
+    ]
+    metrics = recipe.train(compose_train([*overrides, f"baseline={baseline}"], run_dir=tmp_path / "run"))
+    assert 0 <= metrics["eval/chrf"] <= 100 and 0 <= metrics["eval/bleu"] <= 100
+    assert "repr/l2_layer1" not in metrics  # no new token in this task
+    samples = json.loads((tmp_path / "run" / "samples.json").read_text())["eval"]
+    assert len(samples) == 4 and all({"source", "reference", "reply"} <= set(s) for s in samples)
+    hinted = any("In this context, the word" in text for text in seen)
+    assert hinted == (baseline == "dipmt")
+    assert (metrics["train/seen_task_examples"] == 0) == (baseline == "dipmt")
