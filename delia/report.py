@@ -114,6 +114,7 @@ class Report:
     sweep_dir: Path
     jobs: list[Job]
     swept_keys: list[str]
+    only_metrics: list[str] | None = None  # ``--metrics``: the metrics to show, in this order
 
     @property
     def finished(self) -> list[Job]:
@@ -131,8 +132,9 @@ class Report:
 
     @property
     def metric_names(self) -> list[str]:
-        """Every metric of a finished job, in the order the jobs report them."""
-        return list(dict.fromkeys(name for job in self.finished for name in job.metrics))
+        """Every metric of a finished job, in the order the jobs report them (or ``only_metrics``)."""
+        names = list(dict.fromkeys(name for job in self.finished for name in job.metrics))
+        return [n for n in self.only_metrics if n in names] if self.only_metrics else names
 
 
 # ---------------------------------------------------------------------------------------------- collect
@@ -594,7 +596,7 @@ def write_report(report: Report, out_dir: str | Path | None = None) -> tuple[lis
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``SWEEP_DIR [--out DIR]``."""
+    """``SWEEP_DIR [--out DIR] [--metrics A,B,...]``."""
     parser = argparse.ArgumentParser(
         prog="delia-report",
         description="Collect every job of a Hydra multirun sweep into report.csv, report.md and PNG plots.",
@@ -608,6 +610,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="where to write the report (default: SWEEP_DIR)"
     )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        metavar="A,B,...",
+        help="only these metrics, in this order (default: every metric the jobs report)",
+    )
     return parser.parse_args(argv)
 
 
@@ -615,7 +623,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """``delia-report SWEEP_DIR [--out DIR]``: print the Markdown report and the files written."""
     args = parse_args(argv)
-    paths, markdown = write_report(collect(args.sweep_dir), args.out)
+    report = collect(args.sweep_dir)
+    if args.metrics:
+        report.only_metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
+    paths, markdown = write_report(report, args.out)
     print(markdown)
     for path in paths:
         print(f"wrote {path}")

@@ -227,3 +227,14 @@ def test_synthetic_sweep_groups_by_train_size_and_ablation(tmp_path: Path) -> No
     assert {p.name for p in written} == {"report.csv", "report.md", *PLOTS[:2]}
     assert "loss_curves.png skipped: no finished job logged train/loss_task" in markdown
     assert "| 0.700 ± 0.100 |" in markdown and "## Not finished" in markdown
+
+
+def test_metrics_option_keeps_only_those_columns_in_that_order(sweep: Path, tmp_path: Path) -> None:
+    proc = run_report(
+        str(sweep), "--out", str(tmp_path), "--metrics", "eval/format_acc,eval/loss,not/a_metric"
+    )
+    assert proc.returncode == 0, proc.stderr
+    header = next(
+        line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| baseline")
+    )
+    assert header.endswith("| eval/format_acc | eval/loss |")
