@@ -192,11 +192,15 @@ def representation_distances(
         layers = default_layers(num_hidden_layers(model))
     source = token_hidden_states(model, tokenizer, token, layers, context)
     target = _mean_states(model, tokenizer, keywords, layers, context)
+    return layer_distances(source, target)
+
+
+def layer_distances(source: dict[int, torch.Tensor], target: dict[int, torch.Tensor]) -> dict[str, float]:
+    """``repr/l2_layer{L}`` and ``repr/cos_layer{L}`` (``1 - cosine similarity``) for each layer of ``source``."""
     result: dict[str, float] = {}
-    for k in layers:
+    for k in source:
         result[f"repr/l2_layer{k}"] = torch.linalg.vector_norm(source[k] - target[k]).item()
-        cos = F.cosine_similarity(source[k], target[k], dim=0).item()
-        result[f"repr/cos_layer{k}"] = 1.0 - cos
+        result[f"repr/cos_layer{k}"] = 1.0 - F.cosine_similarity(source[k], target[k], dim=0).item()
     return result
 
 

@@ -1,0 +1,72 @@
+"""Every metric of the formatted-text task and of the representation analysis on hand-made outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from delia.metrics import format_scores, formatted_label, negative_control_rate, parse_reply
+from delia.representation import layer_distances
+
+GOOD_NO = "{'thought': 'the response matches the reference', 'hallucination': 'no'}"
+GOOD_YES = '{"thought": "the date is wrong", "hallucination": "yes"}'
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        (GOOD_NO, "no"),
+        (GOOD_YES, "yes"),
+        ("```json\n" + GOOD_YES + "\n```", "yes"),  # a code fence is allowed
+        ("{'thought': 'x', 'hallucination': ' YES '}", "yes"),  # case and spaces of the label
+        ("Sure! " + GOOD_NO, None),  # text around the object
+        ("{'thought': 'x'}", None),  # a key missing
+        ("{'thought': 'x', 'hallucination': 'no', 'score': 1}", None),  # an extra key
+        ("{'thought': 'x', 'hallucination': 'maybe'}", None),  # a label outside yes/no
+        ("{'thought': 3, 'hallucination': 'no'}", None),  # a thought that is not text
+        ("{'thought': 'x', 'hallucination': 'no'", None),  # not closed
+        ("[1, 2]", None),
+        ("", None),
+    ],
+)
+def test_formatted_label(reply: str, label: str | None) -> None:
+    assert formatted_label(reply) == label
+
+
+def test_parse_reply_reads_json_and_python_literals() -> None:
+    assert parse_reply(GOOD_YES) == {"thought": "the date is wrong", "hallucination": "yes"}
+    assert parse_reply(GOOD_NO)["hallucination"] == "no"
+    assert parse_reply("{not a dict}") is None
+
+
+def test_format_and_label_accuracy_by_hand() -> None:
+    replies = [GOOD_NO, GOOD_YES, GOOD_NO, "no idea", GOOD_YES]
+    gold = ["no", "no", "no", "yes", "yes"]
+    # 4 of 5 parse; of those, 3 have the gold label (reply 2 says yes for a no)
+    scores = format_scores(replies, gold)
+    assert scores == {"format_acc": 0.8, "label_acc": 0.6, "label_acc_parseable": 0.75, "n": 5.0}
+
+
+def test_scores_of_nothing_are_nan_not_zero() -> None:
+    scores = format_scores([], [])
+    assert math.isnan(scores["format_acc"]) and math.isnan(scores["label_acc"])
+    assert math.isnan(format_scores(["x"], ["no"])["label_acc_parseable"])
+    assert math.isnan(negative_control_rate([]))
+
+
+def test_negative_control_rate_counts_replies_that_still_use_the_format() -> None:
+    assert negative_control_rate([GOOD_NO, "The response is fine.", GOOD_YES, "no"]) == 0.5
+
+
+def test_layer_distances_by_hand() -> None:
+    source = {1: torch.tensor([3.0, 4.0]), 2: torch.tensor([1.0, 0.0])}
+    target = {1: torch.tensor([0.0, 0.0]), 2: torch.tensor([0.0, 2.0])}
+    out = layer_distances(source, target)
+    assert out["repr/l2_layer1"] == pytest.approx(5.0)
+    assert out["repr/l2_layer2"] == pytest.approx(math.sqrt(5.0))
+    assert out["repr/cos_layer2"] == pytest.approx(1.0)  # orthogonal: cosine similarity 0
+    same = layer_distances({3: torch.tensor([1.0, 2.0])}, {3: torch.tensor([2.0, 4.0])})
+    assert same["repr/cos_layer3"] == pytest.approx(0.0, abs=1e-7)  # parallel: distance 0
+    assert same["repr/l2_layer3"] == pytest.approx(math.sqrt(5.0))
