@@ -29,6 +29,7 @@ from delia.config import plain, refuse_finished_run, validate
 from delia.data import chat, sep_format, translation
 from delia.data.datamodule import DeliaDataModule
 from delia.data.mixing import diverse_count, diverse_ratio
+from delia.data.tokenize import encode_all
 from delia.errors import DeliaError
 from delia.evaluate import evaluate, results_table, write_json
 from delia.launch import hydra_mode, refuse_relaunch_in_multirun, setup_gpu_pool
@@ -215,6 +216,9 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
     cache_dir = Path(cfg.paths.cache_dir)
     model, tokenizer = load_base(cfg.model, cache_dir)
     splits = build_task(cfg)
+    # a bad downstream example (e.g. longer than data.max_length) names its file and line before any
+    # sampling or measuring starts
+    encode_all(tokenizer, splits["train"], cfg.data.max_length, cfg.data.on_overlength, "downstream data")
     identity = model_identity(cfg.model)
     n_diverse = diverse_count(len(splits["train"]), diverse_ratio(cfg.diverse))
     folder = base_model_folder(cfg.model, cache_dir)  # what diverse.sampler=vllm loads
