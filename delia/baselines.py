@@ -144,18 +144,30 @@ def portion_steps(max_steps: int, k: int) -> list[int]:
     return [max_steps // k + (1 if j < max_steps % k else 0) for j in range(k)]
 
 
-def merge_adapters(peft_model: Any, names: list[str], cfg: DictConfig, merged: str = "merged") -> None:
-    """Merge the portion adapters into ``merged`` with peft and make it the active adapter.
+def merge_adapters(peft_model: Any, names: list[str], cfg: DictConfig, merged: str = "default") -> None:
+    """Merge the portion adapters into one adapter called ``merged``, the only one left, and activate it.
 
     LoRA weights go through peft's ``add_weighted_adapter`` (``baseline.combination``: linear by
     default, TIES/DARE selectable). peft does not merge trainable-token rows, so the new tokens' rows of
-    the merged adapter are set here to the weighted average of the portions' rows.
+    the merged adapter are set here to the weighted average of the portions' rows. The portions are
+    deleted, so that saving writes the merged adapter alone, under peft's default name.
     """
     weights = [1.0 / len(names)] * len(names)
     extra = {"density": float(cfg.density)} if cfg.get("density") is not None else {}
-    peft_model.add_weighted_adapter(names, weights, merged, combination_type=str(cfg.combination), **extra)
-    _average_token_rows(peft_model, names, weights, merged)
-    peft_model.set_adapter(merged)
+    staging = f"{merged}__merging"
+    peft_model.add_weighted_adapter(names, weights, staging, combination_type=str(cfg.combination), **extra)
+    _average_token_rows(peft_model, names, weights, staging)
+    _keep_only(peft_model, staging)
+    # rename: a one-adapter linear "merge" with weight 1 is an exact copy
+    peft_model.add_weighted_adapter([staging], [1.0], merged, combination_type="linear")
+    _average_token_rows(peft_model, [staging], [1.0], merged)
+    _keep_only(peft_model, merged)
+
+
+def _keep_only(peft_model: Any, name: str) -> None:
+    peft_model.set_adapter(name)
+    for other in [n for n in peft_model.peft_config if n != name]:
+        peft_model.delete_adapter(other)
 
 
 def _average_token_rows(peft_model: Any, names: list[str], weights: list[float], merged: str) -> None:

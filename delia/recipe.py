@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -50,6 +51,7 @@ from delia.schedule import build_schedule
 from delia.security import redacted_config
 
 log = logging.getLogger(__name__)
+SEEN_KEYS = ("train/seen_task_examples", "train/seen_diverse_examples")
 
 
 def build_task(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
@@ -197,7 +199,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     setup_gpu_pool(cfg)
     run_dir = Path(cfg.paths.run_dir)
     refuse_finished_run(run_dir, cfg.overwrite)
-    ckpt_path = checkpoint_to_resume(cfg, run_dir)
+    # disperse_merge keeps a checkpoint per portion (see disperse_then_merge)
+    ckpt_path = None if cfg.baseline.name == "disperse_merge" else checkpoint_to_resume(cfg, run_dir)
     if not is_launcher_rank():
         return fit_and_evaluate(cfg, run_dir, ckpt_path)
     with file_lock(run_dir / ".delia.lock", wait=False, what=f"run dir {run_dir}"):
@@ -274,7 +277,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
             metrics.update(retention.retention_metrics(before, after))
         metrics["train/downstream_examples"] = len(splits["train"])
         metrics["train/diverse_examples"] = len(diverse)
-        for key in ("train/seen_task_examples", "train/seen_diverse_examples"):
+        for key in SEEN_KEYS:
             metrics[key] = int(trainer.callback_metrics.get(key, -1)) if trainer is not None else 0
         samples = results.pop("samples")
         write_json(run_dir / "samples.json", samples)
@@ -399,7 +402,7 @@ def disperse_then_merge(
     parts = baselines.portions(splits["train"], k, cfg.seed)
     names = ["default", *[f"portion{j}" for j in range(1, k)]]
     config = peft_model.peft_config["default"]
-    trainer = None
+    trainer, seen = None, dict.fromkeys(SEEN_KEYS, 0)
     for j, (name, part, steps) in enumerate(
         zip(names, parts, baselines.portion_steps(int(cfg.trainer.max_steps), k), strict=True)
     ):
@@ -421,6 +424,10 @@ def disperse_then_merge(
         )
         if preempted is not None:
             return trainer, preempted
+        for key in SEEN_KEYS:
+            seen[key] += int(trainer.callback_metrics.get(key, 0))
         baselines.save_portion(peft_model, name, folder)
     baselines.merge_adapters(peft_model, names, cfg.baseline)
+    if trainer is not None:  # the examples of every portion trained in this process
+        trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in seen.items()})
     return trainer, None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from delia import baselines
 from delia.config import validate
@@ -169,8 +170,8 @@ def test_merge_averages_the_new_token_rows_and_cat_averages_the_lora_deltas(tiny
     q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj
     expected = 0.5 * (q_proj.get_delta_weight("default") + q_proj.get_delta_weight("portion1"))
     baselines.merge_adapters(peft_model, ["default", "portion1"], cfg)
-    assert peft_model.active_adapter == "merged"
-    torch.testing.assert_close(q_proj.get_delta_weight("merged"), expected, rtol=1e-5, atol=1e-6)
+    assert peft_model.active_adapter == "default" and list(peft_model.peft_config) == ["default"]
+    torch.testing.assert_close(q_proj.get_delta_weight("default"), expected, rtol=1e-5, atol=1e-6)
     row = peft_model.get_input_embeddings()(torch.tensor([[token_id]]))[0, 0]
     torch.testing.assert_close(row, torch.full_like(row, 2.0))
 
@@ -179,10 +180,11 @@ def test_merge_averages_the_new_token_rows_and_cat_averages_the_lora_deltas(tiny
 def test_linear_ties_and_dare_merges_give_a_new_active_adapter(tiny_model, combination: str) -> None:
     peft_model, _, cfg = _two_adapters(tiny_model, combination)
     q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    before = q_proj.get_delta_weight("default").clone()
     baselines.merge_adapters(peft_model, ["default", "portion1"], cfg)
-    merged = q_proj.get_delta_weight("merged")
-    assert peft_model.active_adapter == "merged" and merged.abs().sum() > 0
-    assert not torch.allclose(merged, q_proj.get_delta_weight("default"))
+    merged = q_proj.get_delta_weight("default")
+    assert peft_model.active_adapter == "default" and list(peft_model.peft_config) == ["default"]
+    assert merged.abs().sum() > 0 and not torch.allclose(merged, before)
 
 
 def test_a_saved_portion_loads_back_exactly(tiny_model, tmp_path: Path) -> None:
@@ -242,11 +244,17 @@ def test_disperse_merge_trains_each_portion_and_saves_one_merged_adapter(tmp_pat
     assert (run_dir / "portions" / "1" / baselines.PORTION_FILE).is_file()
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert config["trainable_token_indices"]
+    assert not [p for p in (run_dir / "adapter").iterdir() if p.is_dir()]  # the merged adapter alone
     assert json.loads((run_dir / "metrics.json").read_text())["baseline"] == "disperse_merge"
+    assert metrics["train/seen_task_examples"] == 4 * compose_train(TINY).data.batch_size  # both portions
     cfg = compose_train([*TINY, "baseline=disperse_merge"])
     model, tok = load_adapter(run_dir / "adapter", cfg.model, cfg.paths.cache_dir)
     loss = eval_loss(model, tok, build_task(cfg)["eval"], cfg.data.max_length, cfg.eval.batch_size)
-    assert loss == pytest.approx(metrics["eval/loss"], rel=1e-4)
+    assert loss == pytest.approx(metrics["eval/loss"], rel=1e-6)
+    portion0 = load_file(str(run_dir / "portions" / "0" / baselines.PORTION_FILE))
+    saved = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    key = next(k for k in portion0 if "q_proj.lora_B" in k)
+    assert not torch.equal(saved[key], portion0[key])  # not portion 0's adapter
 
 
 def test_random_token_keeps_its_random_row_untrained(tmp_path: Path) -> None:
