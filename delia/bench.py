@@ -42,7 +42,7 @@ from delia.config import validate
 from delia.data.datamodule import DeliaDataModule, collate
 from delia.data.mixing import diverse_count, diverse_ratio
 from delia.data.packing import NO_SOURCE
-from delia.data.tokenize import encode_all, render
+from delia.data.tokenize import IGNORE_INDEX, encode_all, render
 from delia.evaluate import write_json
 from delia.models import load_base, wrap_peft
 from delia.module import DeliaModule
@@ -90,15 +90,25 @@ def matmul_params(model: Any) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def step_flops(lengths: list[int], params: int, layers: int, width: int, recompute: bool) -> float:
+def step_flops(
+    lengths: list[int],
+    params: int,
+    layers: int,
+    width: int,
+    recompute: bool,
+    head_params: int = 0,
+    head_tokens: int = 0,
+) -> float:
     """FLOPs of one LoRA training step on examples of these lengths.
 
     Forward 2·P per token, backward 2·P per token for the input gradients (the frozen base computes no
     weight gradients; LoRA's are negligible); causal attention 2·n²·d per layer forward and twice that
-    backward. Gradient checkpointing recomputes the forward once more.
+    backward. Gradient checkpointing recomputes the forward once more. ``head_params`` of ``params``
+    (the vocabulary projection) run only at the ``head_tokens`` label positions, as delia-train does.
     """
     passes = 3 if recompute else 2
-    dense = sum(2 * params * n for n in lengths) * passes
+    body = params - head_params
+    dense = sum(2 * body * n for n in lengths) * passes + 4 * head_params * head_tokens
     attention = sum(2 * n * n * width * layers for n in lengths) * (passes + 1)
     return float(dense + attention)
 
@@ -172,9 +182,11 @@ class StepTimer(L.Callback):
         self.timing = Timing()
         self._start = 0.0
         self._lengths: list[int] = []
+        self._labels = 0
 
     def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
         self._lengths = example_lengths(batch)
+        self._labels = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, idx: int) -> None:
@@ -182,7 +194,7 @@ class StepTimer(L.Callback):
         if idx >= self.warmup:
             self.timing.seconds.append(elapsed)
             self.timing.tokens.append(sum(self._lengths))
-            self.timing.flops.append(self.cost(self._lengths))
+            self.timing.flops.append(self.cost(self._lengths, self._labels))
 
 
 def time_ours(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
@@ -226,13 +238,18 @@ def time_ours(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
 
 
 def flop_counter(model: Any, cfg: DictConfig) -> Any:
-    config = model.get_base_model().config
-    params = matmul_params(model.get_base_model())
+    """``cost(lengths, label_tokens) -> FLOPs`` of our step for this model."""
+    base = model.get_base_model()
+    config = base.config
+    params = matmul_params(base)
+    head = base.get_output_embeddings().weight.numel()
     width = config.num_attention_heads * getattr(
         config, "head_dim", config.hidden_size // config.num_attention_heads
     )
     recompute = bool(cfg.model.get("gradient_checkpointing", False))
-    return lambda lengths: step_flops(lengths, params, config.num_hidden_layers, width, recompute)
+    return lambda lengths, labels: step_flops(
+        lengths, params, config.num_hidden_layers, width, recompute, head_params=head, head_tokens=labels
+    )
 
 
 # ---------------------------------------------------------------------------------------------

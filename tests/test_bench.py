@@ -97,3 +97,9 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     for key in ("train/ours_vs_trl_release", "train/ours_vs_trl_packing", "sample/ours_vs_one_by_one"):
         assert results["ratios"][key] > 0
     assert "train/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
+
+
+def test_the_vocabulary_projection_counts_only_at_label_positions() -> None:
+    # 100 of the 1000 weights are the head; 30 tokens, 5 of them labels:
+    # body 2 passes x 2 x 900 x 30 = 108000; head 4 x 100 x 5 = 2000; attention as above 48000
+    assert bench.step_flops([10, 20], 1000, 2, 8, False, head_params=100, head_tokens=5) == 158000.0
