@@ -5,6 +5,7 @@ Evaluation settings can be overridden: ``delia-eval run_dir=outputs/runs/... eva
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)  # type: ignore[return-value]
 
 
+def earlier_metrics(run_dir: Path) -> dict[str, Any]:
+    """The metrics the training run wrote, if its metrics.json is readable."""
+    try:
+        return dict(json.loads((run_dir / "metrics.json").read_text()).get("metrics", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     from delia.evaluate import evaluate, results_table, write_json
     from delia.models import load_adapter
@@ -32,6 +41,8 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     train_cfg.eval = cfg.eval
     model, tokenizer = load_adapter(run_dir / "adapter", train_cfg.model, train_cfg.paths.cache_dir)
     results = evaluate(model, tokenizer, build_task(train_cfg), train_cfg)
+    # what evaluation does not recompute (retention before/after, training counts) is kept
+    results["metrics"] = {**earlier_metrics(run_dir), **results["metrics"]}
     write_json(run_dir / "samples.json", results.pop("samples"))
     payload = {
         **results,

@@ -60,6 +60,9 @@ def test_delia_eval_reproduces_the_training_metrics(tiny_run) -> None:
     assert again["eval/loss"] == pytest.approx(metrics["eval/loss"], rel=1e-4)
     assert again["heldout/format_acc"] == metrics["heldout/format_acc"]
     assert json.loads((run_dir / "metrics.json").read_text())["evaluated_by"] == "delia-eval"
+    # what evaluation does not recompute is kept from the training run
+    assert again["retention/probe_acc_change"] == metrics["retention/probe_acc_change"]
+    assert again["train/seen_task_examples"] == metrics["train/seen_task_examples"]
 
 
 def test_finished_run_dir_is_refused_unless_overwrite(tiny_run) -> None:
