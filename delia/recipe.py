@@ -264,31 +264,37 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
     elif trainer is None or trainer.is_global_zero:
         save_adapter(peft_model, tokenizer, run_dir / "adapter", new_tokens, {"model": identity})
         results = evaluate(peft_model, tokenizer, splits, cfg)
-        metrics = results["metrics"]
         if before is not None:
+            items = retention.load_items(cfg.retention)
             after = retention.measure(
-                peft_model,
-                tokenizer,
-                heldout,
-                retention.load_items(cfg.retention),
-                cfg.retention,
-                cfg.data.max_length,
+                peft_model, tokenizer, heldout, items, cfg.retention, cfg.data.max_length
             )
-            metrics.update(retention.retention_metrics(before, after))
-        metrics["train/downstream_examples"] = len(splits["train"])
-        metrics["train/diverse_examples"] = len(diverse)
-        for key in SEEN_KEYS:
-            metrics[key] = int(trainer.callback_metrics.get(key, -1)) if trainer is not None else 0
-        samples = results.pop("samples")
-        write_json(run_dir / "samples.json", samples)
-        write_json(
-            run_dir / "metrics.json",
-            {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name},
-        )
-        log_results(loggers, results, samples, trainer.global_step if trainer is not None else 0)
-        print(f"\nDELIA run finished: {run_dir}\n{results_table(metrics)}")
+            results["metrics"].update(retention.retention_metrics(before, after))
+        results["metrics"].update(training_counts(trainer, len(splits["train"]), len(diverse)))
+        write_results(cfg, run_dir, results, loggers, trainer.global_step if trainer is not None else 0)
     finish_loggers(loggers, run_dir)
     return results.get("metrics", {})
+
+
+def training_counts(trainer: L.Trainer | None, n_task: int, n_diverse: int) -> dict[str, int]:
+    """The data sizes and the examples trained on per source (summed over ranks; 0 without training)."""
+    counts = {"train/downstream_examples": n_task, "train/diverse_examples": n_diverse}
+    for key in SEEN_KEYS:
+        counts[key] = int(trainer.callback_metrics.get(key, -1)) if trainer is not None else 0
+    return counts
+
+
+def write_results(
+    cfg: DictConfig, run_dir: Path, results: dict[str, Any], loggers: list[Any], step: int
+) -> None:
+    """samples.json, metrics.json, the final metrics to every logger, and the table on the console."""
+    samples = results.pop("samples")
+    write_json(run_dir / "samples.json", samples)
+    write_json(
+        run_dir / "metrics.json", {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name}
+    )
+    log_results(loggers, results, samples, step)
+    print(f"\nDELIA run finished: {run_dir}\n{results_table(results['metrics'])}")
 
 
 def retention_before(
