@@ -481,6 +481,11 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         )
     if "memory" in wanted:
         memory = {f"ratio_{r}": peak_memory(cfg, int(r)) for r in cfg.bench.memory_ratios}
+        if cfg.bench.memory_without_store:  # the highest ratio again, diverse data tokenized in memory
+            in_memory = OmegaConf.merge(cfg, {"data": {"stream_diverse": False}})
+            memory[f"ratio_{cfg.bench.memory_ratios[-1]}_in_memory"] = peak_memory(
+                in_memory, int(cfg.bench.memory_ratios[-1])
+            )
         results["peak_rss_bytes"] = memory
         first, last = (
             memory[f"ratio_{cfg.bench.memory_ratios[0]}"],

@@ -93,7 +93,7 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     )
     assert results["mfu"]["mfu"] > 0 and results["mfu"]["matmul_peak_flops_per_s"] > 0
     assert results["sampling_tokens_per_s"]["sample/ours"] > 0
-    assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10"}
+    assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}
     for key in ("train/ours_vs_trl_release", "train/ours_vs_trl_packing", "sample/ours_vs_one_by_one"):
         assert results["ratios"][key] > 0
     assert "train/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
