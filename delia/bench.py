@@ -436,6 +436,26 @@ def peak_memory(cfg: DictConfig, ratio: int) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def memory_by_ratio(cfg: DictConfig) -> dict[str, float]:
+    """Peak RSS at each ratio of ``bench.memory_ratios`` (and the highest without the store)."""
+    memory = {f"ratio_{r}": peak_memory(cfg, int(r)) for r in cfg.bench.memory_ratios}
+    if cfg.bench.memory_without_store:  # the highest ratio again, diverse data tokenized in memory
+        highest = int(cfg.bench.memory_ratios[-1])
+        in_memory = OmegaConf.merge(cfg, {"data": {"stream_diverse": False}})
+        memory[f"ratio_{highest}_in_memory"] = peak_memory(in_memory, highest)
+    return memory
+
+
+def memory_ratios(memory: dict[str, float], ratios_measured: list[int]) -> dict[str, float]:
+    low, high = (memory[f"ratio_{r}"] for r in (ratios_measured[0], ratios_measured[-1]))
+    out = {"memory/high_vs_low_ratio": high / low}
+    if f"ratio_{ratios_measured[-1]}_in_memory" in memory:
+        out["memory/in_memory_vs_store_at_high_ratio"] = (
+            memory[f"ratio_{ratios_measured[-1]}_in_memory"] / high
+        )
+    return out
+
+
 def run_bench(cfg: DictConfig) -> dict[str, Any]:
     """Every measurement of the module docstring, in one process; returns what bench.json holds."""
     validate(cfg)
@@ -480,18 +500,8 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
             sampling["sample/ours"] / sampling["sample/one_by_one"]
         )
     if "memory" in wanted:
-        memory = {f"ratio_{r}": peak_memory(cfg, int(r)) for r in cfg.bench.memory_ratios}
-        if cfg.bench.memory_without_store:  # the highest ratio again, diverse data tokenized in memory
-            in_memory = OmegaConf.merge(cfg, {"data": {"stream_diverse": False}})
-            memory[f"ratio_{cfg.bench.memory_ratios[-1]}_in_memory"] = peak_memory(
-                in_memory, int(cfg.bench.memory_ratios[-1])
-            )
-        results["peak_rss_bytes"] = memory
-        first, last = (
-            memory[f"ratio_{cfg.bench.memory_ratios[0]}"],
-            memory[f"ratio_{cfg.bench.memory_ratios[-1]}"],
-        )
-        results["ratios"]["memory/high_vs_low_ratio"] = last / first
+        results["peak_rss_bytes"] = memory_by_ratio(cfg)
+        results["ratios"].update(memory_ratios(results["peak_rss_bytes"], list(cfg.bench.memory_ratios)))
     return results
 
 
