@@ -416,7 +416,21 @@ def _memory_child(cfg_yaml: str, ratio: int, queue: Any) -> None:
     diverse = [data.diverse[i % len(data.diverse)] for i in range(want)] if data.diverse else []
     steps = OmegaConf.merge(cfg, {"bench": {"warmup": 0, "steps": int(cfg.bench.memory_steps)}})
     time_ours(steps, BenchData(data.task, diverse), packing=bool(cfg.data.packing))
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    queue.put(peak_rss_bytes())
+
+
+def peak_rss_bytes() -> float:
+    """This process's peak resident memory.
+
+    Linux: ``VmHWM`` of /proc/self/status, the peak of this process image. ``ru_maxrss`` would not do
+    for a child: it keeps the parent's high-water mark from the fork across the exec of a spawn.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) * 1024
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def peak_memory(cfg: DictConfig, ratio: int) -> float:

@@ -103,3 +103,10 @@ def test_the_vocabulary_projection_counts_only_at_label_positions() -> None:
     # 100 of the 1000 weights are the head; 30 tokens, 5 of them labels:
     # body 2 passes x 2 x 900 x 30 = 108000; head 4 x 100 x 5 = 2000; attention as above 48000
     assert bench.step_flops([10, 20], 1000, 2, 8, False, head_params=100, head_tokens=5) == 158000.0
+
+
+def test_peak_rss_is_this_process_peak() -> None:
+    import resource
+
+    peak = bench.peak_rss_bytes()
+    assert 0 < peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 * 1.01
