@@ -16,17 +16,15 @@ from delia.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
 SEP_METHODS = [
-    "delia",
-    "common_it",
-    "random_token",
-    "mean_embedding",
-    "fact_based",
-    "ctg",
-    "dmt",
-    "disperse_merge",
+    *(name for name in baselines.BASELINES if name != "dipmt"),  # dipmt needs a translation task
     "delia_no_task_diversification",
     "delia_no_diverse_data",
 ]
+
+
+def test_the_method_group_has_every_baseline_and_ablation() -> None:
+    options = {p.stem for p in (Path(__file__).parents[1] / "conf" / "method").glob("*.yaml")}
+    assert options == {*SEP_METHODS, "dipmt"}
 
 
 @pytest.mark.parametrize("method", SEP_METHODS)

@@ -15,7 +15,13 @@ from tests.conftest import compose_train
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
 OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((Path(CONF_DIR) / group).glob("*.yaml"))]
-NEEDS_INPUT = {("dataset", "jsonl"): "dataset.path"}
+# options that are refused alone: (the refusal, what makes them valid)
+TRANSLATION = ["dataset=wmt21_is_en", "dataset.path=train.jsonl"]
+NEEDS_INPUT = {
+    ("dataset", "jsonl"): ("dataset.path", ["dataset.path=train.jsonl"]),
+    ("baseline", "dipmt"): ("not a translation task", TRANSLATION),
+    ("method", "dipmt"): ("not a translation task", TRANSLATION),
+}
 
 
 def test_groups_required_by_the_design_exist() -> None:
@@ -39,9 +45,10 @@ def test_groups_required_by_the_design_exist() -> None:
 def test_every_option_composes_and_validates(group: str, option: str, tmp_path: Path) -> None:
     cfg = compose_train([f"{group}={option}"], run_dir=tmp_path)
     if (group, option) in NEEDS_INPUT:
-        with pytest.raises(DeliaError, match=NEEDS_INPUT[(group, option)]):
+        refusal, fix = NEEDS_INPUT[(group, option)]
+        with pytest.raises(DeliaError, match=refusal):
             validate(cfg)
-        cfg = compose_train([f"{group}={option}", "dataset.path=train.jsonl"], run_dir=tmp_path)
+        cfg = compose_train([f"{group}={option}", *fix], run_dir=tmp_path)
     validate(cfg)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if "FSDP" in str(cfg.trainer.get("strategy")):  # needs a GPU: build the strategy alone

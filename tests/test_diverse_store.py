@@ -53,7 +53,7 @@ def test_training_from_the_store_equals_training_in_memory(tmp_path: Path) -> No
     out = {}
     for stream in (True, False):
         cfg = compose_train(
-            [*TINY, "peft.lora_dropout=0", f"+data.stream_diverse={stream}"], run_dir=tmp_path / str(stream)
+            [*TINY, "peft.lora_dropout=0", f"data.stream_diverse={stream}"], run_dir=tmp_path / str(stream)
         )
         out[stream] = train(cfg)
     assert out[True]["eval/loss"] == out[False]["eval/loss"]

@@ -231,10 +231,10 @@ def test_synthetic_sweep_groups_by_train_size_and_ablation(tmp_path: Path) -> No
 
 def test_metrics_option_keeps_only_those_columns_in_that_order(sweep: Path, tmp_path: Path) -> None:
     proc = run_report(
-        str(sweep), "--out", str(tmp_path), "--metrics", "eval/format_acc,eval/loss,not/a_metric"
+        str(sweep), "--out", str(tmp_path), "--metrics", "train/seen_task_examples,eval/loss,not/a_metric"
     )
     assert proc.returncode == 0, proc.stderr
     header = next(
         line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| baseline")
     )
-    assert header.endswith("| eval/format_acc | eval/loss |")
+    assert header.endswith("| n_seeds | train/seen_task_examples | eval/loss |")

@@ -26,7 +26,7 @@ class UniformLM(torch.nn.Module):
     def device(self) -> torch.device:
         return self.anchor.device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: object):
         logits = torch.zeros(*input_ids.shape, self.vocab)
 
         class Out:
