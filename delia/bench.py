@@ -406,7 +406,6 @@ def time_sampling(cfg: DictConfig) -> dict[str, float]:
 
 def _memory_child(cfg_yaml: str, ratio: int, queue: Any) -> None:
     cfg = OmegaConf.create(cfg_yaml)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     model, tokenizer = load_base(cfg.model, cfg.paths.cache_dir)
     data = bench_data(cfg, model, tokenizer)
     del model
