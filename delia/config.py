@@ -1,67 +1,121 @@
-"""Validate a composed config before anything heavy starts; each problem is one line naming the option."""
+"""Validate a composed config before anything heavy starts; each problem is one line naming the option.
+
+Two layers: each group's own schema (types, ranges, no unknown keys; ``delia/<group>/schema.py`` and
+the ``_target_`` groups' signatures, see :mod:`delia.infra.schema`), then the rules that cross groups
+(a baseline that needs a translation task, a schedule that must reach its steps, ...).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import PositiveInt
 
 from delia.baselines import check_combination
+from delia.baselines.schema import Ablation, Baseline
+from delia.callbacks import wanted
 from delia.data.mixing import diverse_ratio
-from delia.data.tokenize import OVERLENGTH_CHOICES
-from delia.errors import DeliaError
+from delia.data.schema import Data
+from delia.dataset.schema import DATASET_SCHEMAS
+from delia.diverse.schema import DIVERSE_SCHEMAS
+from delia.eval.schema import Eval, Representation, Retention
+from delia.infra.errors import DeliaError
+from delia.infra.schema import Closed, check, check_target, pick
+from delia.infra.security import check_inside_roots
+from delia.model.schema import MODEL_SCHEMAS, Peft, TokenInit
 from delia.schedule import build_schedule
-from delia.security import check_inside_roots
-
-TOKEN_INIT = ("resize", "random", "mean", "description")
-DATASET_KINDS = ("sep_format", "chat", "translation")
 
 
-def _positive(cfg: DictConfig, key: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, int) or value <= 0:
-        raise DeliaError(f"{key}={value} must be a positive integer")
+class Paths(Closed):
+    output_root: str
+    cache_dir: str
+    data_roots: list[str] | None = None
+    run_dir: str
+
+
+class Launcher(Closed):
+    gpus_per_job: PositiveInt | None = None
+    num_gpus: PositiveInt | None = None
+    pool_dir: str
+
+
+class TopLevel(Closed):
+    """The keys of conf/train.yaml that are not groups."""
+
+    task_name: str
+    seed: int
+    checkpoint_every_n_steps: PositiveInt | None = None
+    overwrite: bool = False
+    resume: bool | Literal["auto"] = False
+    ckpt_path: str | None = None
+    allow_pickle: bool = False
+    debug_traceback: bool = False
+    optimized_metric: str | None = None
+
+
+# group -> how its node is checked
+OWN_SCHEMAS: dict[str, type[Closed]] = {
+    "token_init": TokenInit,
+    "peft": Peft,
+    "baseline": Baseline,
+    "ablation": Ablation,
+    "eval": Eval,
+    "representation": Representation,
+    "retention": Retention,
+    "data": Data,
+    "paths": Paths,
+    "launcher": Launcher,
+}
+CHOSEN_BY: dict[str, tuple[dict[str, type[Closed]], str]] = {
+    "model": (MODEL_SCHEMAS, "source"),
+    "dataset": (DATASET_SCHEMAS, "kind"),
+    "diverse": (DIVERSE_SCHEMAS, "name"),
+}
+TARGETS = ("trainer", "optimizer", "lr_scheduler")
+EXTRA_TOP = ("bench",)  # checked by the tool that adds them
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved; a broken one is a one-line error."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise DeliaError(f"{err.full_key or 'config'}: {str(err).splitlines()[0]}") from None
+
+
+def check_schemas(values: dict[str, Any]) -> None:
+    """Every group against its schema; the top-level keys against :class:`TopLevel`."""
+    for group, schema in OWN_SCHEMAS.items():
+        check(schema, values.get(group), group)
+    for group, (schemas, key) in CHOSEN_BY.items():
+        pick(schemas, values.get(group), key, group)
+    for group in TARGETS:
+        check_target(values.get(group), group)
+    for name, node in (values.get("logger") or {}).items():
+        check_target(node, f"logger.{name}")
+    for name, node in (values.get("callbacks") or {}).items():
+        if not isinstance(node, dict) or wanted(node, values):  # a callback that is not built is not checked
+            check_target(node, f"callbacks.{name}")
+    build_schedule(OmegaConf.create(values["schedule"]))
+    groups = (*OWN_SCHEMAS, *CHOSEN_BY, *TARGETS, "logger", "callbacks", "schedule", *EXTRA_TOP)
+    check(TopLevel, {k: v for k, v in values.items() if k not in groups}, "")
 
 
 def validate(cfg: DictConfig) -> None:
     """Check every option the recipe relies on; raise :class:`DeliaError` on the first problem."""
-    for key in (
-        "trainer.max_steps",
-        "data.batch_size",
-        "data.max_length",
-        "eval.batch_size",
-        "eval.max_new_tokens",
-    ):
-        _positive(cfg, key)
-    if cfg.data.on_overlength not in OVERLENGTH_CHOICES:
-        raise DeliaError(
-            f"data.on_overlength={cfg.data.on_overlength!r} is unknown: use {', '.join(OVERLENGTH_CHOICES)}"
-        )
-    if cfg.diverse.ratio is None or float(cfg.diverse.ratio) < 0:
-        raise DeliaError(f"diverse.ratio={cfg.diverse.ratio} must be >= 0 (0 means no diverse data)")
-    if cfg.diverse.name != "none":
-        for key in ("diverse.max_new_tokens", "diverse.batch_size"):
-            _positive(cfg, key)
-        if not 0 < float(cfg.diverse.top_p) <= 1 or float(cfg.diverse.temperature) <= 0:
-            raise DeliaError("diverse.top_p must be in (0, 1] and diverse.temperature > 0")
-    _validate_dataset(cfg.dataset)
-    _validate_data_roots(cfg)
-    if cfg.token_init.strategy not in TOKEN_INIT:
-        raise DeliaError(
-            f"token_init.strategy={cfg.token_init.strategy!r} is unknown: use {', '.join(TOKEN_INIT)}"
-        )
+    if cfg.dataset.get("kind") == "chat" and OmegaConf.is_missing(cfg.dataset, "path"):
+        raise DeliaError("dataset=jsonl needs a file: add dataset.path=/path/to/train.jsonl")
+    check_schemas(resolved(cfg))
+    _positive(cfg, "trainer.max_steps")
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
-    build_schedule(cfg.schedule)
     check_combination(cfg)
     _validate_steps(cfg)
-    _validate_retention(cfg)
-    if not isinstance(cfg.seed, int):
-        raise DeliaError(f"seed={cfg.seed!r} must be an integer")
-    if str(cfg.resume) not in ("True", "False", "auto"):
-        raise DeliaError(f"resume={cfg.resume!r}: use true, false or auto")
+    _validate_data_roots(cfg)
     if (
         cfg.schedule.name == "two_stage"
         and diverse_ratio(cfg.diverse) == 0
@@ -72,11 +126,10 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
-def _validate_retention(cfg: DictConfig) -> None:
-    if not cfg.retention.enabled:
-        return
-    for key in ("retention.heldout_size", "retention.max_new_tokens", "retention.batch_size"):
-        _positive(cfg, key)
+def _positive(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or value <= 0:
+        raise DeliaError(f"{key}={value} must be a positive integer")
 
 
 def _validate_data_roots(cfg: DictConfig) -> None:
@@ -116,35 +169,6 @@ def _validate_steps(cfg: DictConfig) -> None:
             f"schedule.stage1_fraction={cfg.schedule.stage1_fraction} leaves one stage without steps at "
             f"trainer.max_steps={steps}; pick a fraction strictly between the two"
         )
-
-
-def _validate_dataset(cfg: DictConfig) -> None:
-    if cfg.kind not in DATASET_KINDS:
-        raise DeliaError(f"dataset.kind={cfg.kind!r} is unknown: use {', '.join(DATASET_KINDS)}")
-    if cfg.kind == "chat":
-        if OmegaConf.is_missing(cfg, "path") or not cfg.path:
-            raise DeliaError("dataset=jsonl needs a file: add dataset.path=/path/to/train.jsonl")
-        return
-    if cfg.kind == "translation":
-        for key in ("train_size", "eval_size"):
-            if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] <= 0):
-                raise DeliaError(f"dataset.{key}={cfg[key]} must be a positive integer (or null: all)")
-        return
-    if not isinstance(cfg.train_size, int) or cfg.train_size <= 0:
-        raise DeliaError(f"dataset.train_size={cfg.train_size} must be a positive integer")
-    for key in ("eval_size", "heldout_size", "negative_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 0:
-            raise DeliaError(f"dataset.{key}={cfg[key]} must be an integer >= 0")
-    for key in ("yes_fraction", "eval_yes_fraction", "eval_fact_fraction"):
-        if not 0 <= float(cfg[key]) <= 1:
-            raise DeliaError(f"dataset.{key}={cfg[key]} must be within [0, 1]")
-    if not cfg.special_token:
-        raise DeliaError("dataset.special_token is empty: the sep_format task needs one, e.g. '<sep>'")
-
-
-def plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain Python containers (for peft, wandb, JSON)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
 
 
 def refuse_finished_run(run_dir: Path, overwrite: bool) -> None:

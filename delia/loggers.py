@@ -1,13 +1,24 @@
-"""Loggers that survive a kill: the CSV log is flushed every step and kept across a resume."""
+"""The loggers (conf/logger/): built from the config, grouped per sweep, given the final metrics, finished.
+
+The CSV log survives a kill: it is flushed every step and kept across a resume (Lightning's own
+CSVLogger deletes ``metrics.csv`` when it starts). wandb runs offline without an API key.
+"""
 
 from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from omegaconf import DictConfig
+
+from delia.infra.files import atomic_path
+from delia.infra.launch import hydra_mode
+from delia.infra.security import redacted_config
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -38,12 +49,10 @@ class _KeepingWriter(ExperimentWriter):
             keys, rows = list(reader.fieldnames or []), list(reader)
         kept = [row for row in rows if _step(row) is not None and (step is None or _step(row) < step)]
         self.metrics_keys = sorted(keys)
-        tmp = f"{self.metrics_file_path}.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="") as handle:
+        with atomic_path(Path(self.metrics_file_path)) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, self.metrics_file_path)
 
 
 def _step(row: dict[str, str]) -> int | None:
@@ -68,3 +77,61 @@ class ResumableCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KeepingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def sweep_group() -> dict[str, str]:
+    """Under a Hydra multirun, group the jobs' wandb runs by sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if hydra_mode() != "MULTIRUN":
+        return {}
+    hydra = HydraConfig.get()
+    return {"group": Path(hydra.sweep.dir).as_posix().replace("/", "_"), "job_type": f"job{hydra.job.num}"}
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """The configured loggers, each given the redacted config as hyperparameters."""
+    if "wandb" in cfg.logger and not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+        os.environ["WANDB_MODE"] = "offline"  # no key: log offline, `wandb sync` later
+    loggers = [
+        instantiate(conf, **(sweep_group() if name == "wandb" else {}))
+        for name, conf in cfg.logger.items()
+        if "_target_" in conf
+    ]
+    for logger in loggers:
+        logger.log_hyperparams(redacted_config(cfg))
+    return loggers
+
+
+def keep_logged_rows(loggers: list[Any]) -> None:
+    """From now on the CSV log appends without dropping earlier rows (steps that count from 0 again)."""
+    for logger in loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.append_only()
+
+
+def log_results(loggers: list[Any], results: dict[str, Any], samples: dict[str, list], step: int) -> None:
+    """Final metrics to every logger; the scored generations as a wandb table."""
+    numbers = {k: v for k, v in results["metrics"].items() if isinstance(v, int | float)}
+    keep_logged_rows(loggers)
+    for logger in loggers:
+        logger.log_metrics(numbers, step)
+        if type(logger).__name__ == "WandbLogger":
+            rows = [
+                [split, row.get("label", row.get("reference", "")), row["reply"]]
+                for split, rows in samples.items()
+                for row in rows
+            ]
+            logger.log_table(key="eval/generations", columns=["split", "label", "reply"], data=rows)
+
+
+def finish_loggers(loggers: list[Any], run_dir: Path) -> None:
+    """``wandb.finish()`` for every job (a multirun would merge them into one run otherwise)."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            offline = os.environ.get("WANDB_MODE") == "offline"
+            wandb.finish()
+            if offline:
+                print(f"wandb: logged offline; upload with: wandb sync {run_dir}/wandb/offline-run-*")

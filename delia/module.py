@@ -11,8 +11,10 @@ import torch.nn.functional as F
 
 from delia.data.mixing import DIVERSE, TASK
 from delia.data.tokenize import IGNORE_INDEX
-from delia.errors import DeliaError
-from delia.schedule import Interleave, SourceLosses
+from delia.infra.errors import DeliaError
+from delia.schedule import Schedule, SourceLosses
+
+SEEN_KEYS = ("train/seen_task_examples", "train/seen_diverse_examples")
 
 
 class NonFiniteLoss(DeliaError):
@@ -101,7 +103,7 @@ class DeliaModule(L.LightningModule):
     def __init__(
         self,
         model: Any,
-        schedule: Interleave,
+        schedule: Schedule,
         optimizer: Callable[..., torch.optim.Optimizer],
         lr_scheduler: Callable[..., Any] | None = None,
     ) -> None:
@@ -139,7 +141,7 @@ class DeliaModule(L.LightningModule):
         if self.trainer.world_size > 1:
             seen = self.all_gather(seen).sum(dim=0)
         metrics = self.trainer.callback_metrics
-        metrics["train/seen_task_examples"], metrics["train/seen_diverse_examples"] = seen.float().cpu()
+        metrics[SEEN_KEYS[0]], metrics[SEEN_KEYS[1]] = seen.float().cpu()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sums, counts = token_losses(self.model, batch)

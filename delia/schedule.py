@@ -1,4 +1,4 @@
-"""The DELIA loss schedule: how the downstream-task loss and the diverse-data loss combine over steps.
+"""The DELIA loss schedule (conf/schedule/): how the downstream-task loss and the diverse-data loss combine.
 
 Each schedule does two things:
 - ``plan``: lays out which examples the run sees, step by step (see delia/data/mixing.py);
@@ -8,6 +8,8 @@ Each schedule does two things:
 ``weighted``: the same mix; loss = L_task + lambda(t) * L_diverse, lambda constant / linear / cosine.
 ``two_stage`` (DMT, Dong et al. 2024): stage 1 task only; stage 2 the diverse data plus a fraction k
 of the task data; loss = mean over all assistant tokens.
+
+The dataclasses are also the group's schema: :func:`build_schedule` checks types, ranges and names.
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Annotated, Literal, Protocol
 
 import torch
 from omegaconf import DictConfig
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
 from delia.data.mixing import TASK, PlanItem, pool, shuffled_passes
-from delia.errors import DeliaError
+from delia.infra import plain
+from delia.infra.errors import DeliaError
+from delia.infra.schema import problem
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 @dataclass
@@ -45,11 +53,30 @@ class SourceLosses:
         return (self.task_sum + self.diverse_sum) / (self.task_tokens + self.diverse_tokens).clamp(min=1)
 
 
+class Schedule(Protocol):
+    """What the data module and the training step ask of a schedule."""
+
+    name: str
+
+    def plan(self, n_task: int, n_diverse: int, total: int, steps: int, rng: random.Random) -> list[PlanItem]:
+        """The global step plan: ``total`` ``(source, index)`` entries for ``steps`` optimizer steps."""
+        ...
+
+    def weight(self, step: int, max_steps: int) -> float:
+        """The weight of the diverse loss at ``step`` (1 where the sources are simply pooled)."""
+        ...
+
+    def combine(self, losses: SourceLosses, step: int, max_steps: int) -> torch.Tensor:
+        """The training loss of a batch at ``step``."""
+        ...
+
+
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class Interleave:
     """The paper's one-stage schedule: downstream and diverse examples shuffled together."""
 
-    name: str = "interleave"
+    name: Literal["interleave"] = "interleave"
 
     def plan(self, n_task: int, n_diverse: int, total: int, steps: int, rng: random.Random) -> list[PlanItem]:
         return shuffled_passes(pool(n_task, n_diverse), total, rng)
@@ -61,12 +88,13 @@ class Interleave:
         return losses.all_tokens
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class Weighted(Interleave):
     """loss = L_task + lambda(t) * L_diverse, lambda from ``lambda_start`` to ``lambda_end``."""
 
-    name: str = "weighted"
-    lambda_shape: str = "constant"
+    name: Literal["weighted"] = "weighted"  # type: ignore[assignment]
+    lambda_shape: Literal["constant", "linear", "cosine"] = "constant"
     lambda_start: float = 1.0
     lambda_end: float = 1.0
 
@@ -85,13 +113,14 @@ class Weighted(Interleave):
         return losses.task + self.weight(step, max_steps) * losses.diverse
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class TwoStage(Interleave):
     """DMT: stage 1 on the task data; stage 2 on the diverse data plus a fraction k of the task data."""
 
-    name: str = "two_stage"
-    stage1_fraction: float = 0.5
-    task_fraction_k: float = 0.0625
+    name: Literal["two_stage"] = "two_stage"  # type: ignore[assignment]
+    stage1_fraction: Fraction = 0.5
+    task_fraction_k: Fraction = 0.0625
 
     def plan(self, n_task: int, n_diverse: int, total: int, steps: int, rng: random.Random) -> list[PlanItem]:
         per_step = total // max(steps, 1)
@@ -106,21 +135,20 @@ class TwoStage(Interleave):
         )
 
 
-def build_schedule(cfg: DictConfig) -> Interleave:
-    """The schedule named by ``schedule.name`` (conf/schedule/)."""
-    kinds = {"interleave": Interleave, "weighted": Weighted, "two_stage": TwoStage}
-    if cfg.name not in kinds:
-        raise DeliaError(f"schedule={cfg.name} is unknown: use one of {', '.join(kinds)}")
-    params = {k: v for k, v in cfg.items() if k != "name"}
-    if cfg.name == "weighted" and params.get("lambda_shape", "constant") not in (
-        "constant",
-        "linear",
-        "cosine",
-    ):
-        raise DeliaError(f"schedule.lambda_shape={params['lambda_shape']!r}: use constant, linear or cosine")
-    if cfg.name == "two_stage":
-        if not 0 <= params.get("stage1_fraction", 0.5) <= 1:
-            raise DeliaError("schedule.stage1_fraction must be within [0, 1]")
-        if not 0 <= params.get("task_fraction_k", 0.0) <= 1:
-            raise DeliaError("schedule.task_fraction_k must be within [0, 1]")
-    return kinds[cfg.name](**params)
+# schedule.name -> the schedule
+SCHEDULES: dict[str, type[Interleave]] = {
+    "interleave": Interleave,
+    "weighted": Weighted,
+    "two_stage": TwoStage,
+}
+
+
+def build_schedule(cfg: DictConfig) -> Schedule:
+    """The schedule named by ``schedule.name`` (conf/schedule/), its options checked."""
+    if cfg.get("name") not in SCHEDULES:
+        raise DeliaError(f"schedule.name={cfg.get('name')!r} is unknown: use one of {', '.join(SCHEDULES)}")
+    kind = SCHEDULES[cfg.name]
+    try:
+        return TypeAdapter(kind).validate_python(plain(cfg))
+    except ValidationError as err:
+        raise DeliaError(problem(err, "schedule", list(kind.__dataclass_fields__))) from None

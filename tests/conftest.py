@@ -57,6 +57,6 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> t
 @pytest.fixture
 def tiny_model(session_cache: Path):
     """A fresh tiny random Llama and the SmolLM2 tokenizer (built once, loaded per test)."""
-    from delia.models import load_base
+    from delia.model import load_base
 
     return load_base(compose_train(TINY).model, session_cache)

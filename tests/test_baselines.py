@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from delia import baselines
 from delia.config import validate
-from delia.errors import DeliaError
+from delia.infra.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
 SEP_METHODS = [
@@ -146,7 +146,7 @@ def test_portions_are_disjoint_cover_everything_and_are_balanced() -> None:
 def _two_adapters(tiny_model, combination: str):
     import copy
 
-    from delia.models import add_special_token, resize_for_tokenizer, wrap_peft
+    from delia.model import add_special_token, resize_for_tokenizer, wrap_peft
 
     model, tok = tiny_model
     token_id = add_special_token(tok, "<sep>")
@@ -216,6 +216,7 @@ def _run(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
 
 def test_ctg_trains_nothing_and_prompts_with_the_description(tmp_path: Path, monkeypatch) -> None:
     from delia import recipe
+    from delia.dataset import prior_description
 
     prompts: list[str] = []
     real = recipe.evaluate
@@ -227,16 +228,16 @@ def test_ctg_trains_nothing_and_prompts_with_the_description(tmp_path: Path, mon
     monkeypatch.setattr(recipe, "evaluate", spy)
     run_dir, metrics = _run(tmp_path, "baseline=ctg")
     assert metrics["train/seen_task_examples"] == 0 and not (run_dir / "checkpoints").exists()
-    assert prompts and all(p.startswith(recipe.prior_description(compose_train(TINY))) for p in prompts)
+    assert prompts and all(p.startswith(prior_description(compose_train(TINY).dataset)) for p in prompts)
     # an untrained model keeps exactly what it knew
     assert metrics["retention/ppl_heldout_diverse_change"] == 0.0
     assert metrics["retention/probe_acc_change"] == 0.0
 
 
 def test_disperse_merge_trains_each_portion_and_saves_one_merged_adapter(tmp_path: Path) -> None:
-    from delia.evaluate import eval_loss
-    from delia.models import load_adapter
-    from delia.recipe import build_task
+    from delia.baselines import prompted_task as build_task
+    from delia.eval import eval_loss
+    from delia.model import load_adapter
 
     run_dir, metrics = _run(tmp_path, "baseline=disperse_merge", "trainer.max_steps=4")
     assert (run_dir / "portions" / "0" / baselines.PORTION_FILE).is_file()

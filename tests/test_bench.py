@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from delia import bench
 from delia.data.datamodule import collate
 from delia.data.packing import collate_packed
+from delia.tools import bench
 from tests.conftest import TINY
 
 

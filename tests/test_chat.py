@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from delia.data import chat
-from delia.errors import DeliaError
+from delia.dataset import chat
+from delia.infra.errors import DeliaError
 from tests.conftest import compose_train
 
 

@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from delia.checkpoint_io import SafetensorsCheckpointIO, load_checkpoint_file
-from delia.errors import DeliaError
+from delia.infra.checkpoint_io import SafetensorsCheckpointIO, load_checkpoint_file
+from delia.infra.errors import DeliaError
 
 
 def assert_same(a: Any, b: Any, where: str = "checkpoint") -> None:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from delia.cli import CONF_DIR
 from delia.config import validate
-from delia.errors import DeliaError
+from delia.infra.errors import DeliaError
 from tests.conftest import compose_train
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
@@ -93,3 +93,122 @@ def test_bad_options_are_refused_before_heavy_work(override: str, message: str, 
     cfg = compose_train(override.split(), run_dir=tmp_path)
     with pytest.raises(DeliaError, match=message):
         validate(cfg)
+
+
+# ------------------------------------------------------------------------------------ typed, closed configs
+# groups whose options are written to their own node (the others are @package _global_)
+NODE_GROUPS = [g for g in GROUPS if g not in ("method", "experiment", "debug", "hparams_search", "hydra")]
+NODE_OPTIONS = [(g, o) for g, o in OPTIONS if g in NODE_GROUPS]
+SKIPPED = ("_target_", "_partial_")
+
+
+def _leaves(node: object, prefix: str) -> list[tuple[str, object]]:
+    """Every scalar (or list) option under ``node``, as dotted keys."""
+    if not isinstance(node, dict):
+        return [(prefix, node)]
+    found = []
+    for key, value in node.items():
+        if key not in SKIPPED:
+            found += _leaves(value, f"{prefix}.{key}")
+    return found
+
+
+WRONG = {"not": "a value"}  # a group where every option above holds a number, a flag, a text or a list
+
+
+# options a library takes without a type we can check: through **kwargs (wandb.init's), or under a hint
+# that names a type not importable here; the library checks them when the run builds the object
+UNCHECKED = {
+    "logger.wandb.tags",
+    "trainer.strategy.sharding_strategy",
+    "trainer.strategy.use_orig_params",
+    "trainer.strategy.find_unused_parameters",
+}
+
+
+def _unchecked(values: dict, key: str) -> bool:
+    from typing import Any
+
+    from delia.infra.schema import _parameters
+
+    parent: object = values
+    for part in key.split(".")[:-1]:
+        parent = parent.get(part) if isinstance(parent, dict) else None
+    if not isinstance(parent, dict) or "_target_" not in parent:
+        return False
+    params, open_ended = _parameters(parent["_target_"])
+    name = key.rpartition(".")[2]
+    return (open_ended and name not in params) or params.get(name) is Any
+
+
+def test_the_options_no_schema_checks_are_known(tmp_path: Path) -> None:
+    found = set()
+    for group, option in NODE_OPTIONS:
+        values = OmegaConf.to_container(_composed(group, option, tmp_path), resolve=True)
+        found |= {key for key, _ in _leaves(values[group], group) if _unchecked(values, key)}
+    assert found == UNCHECKED
+
+
+def _composed(group: str, option: str, tmp_path: Path):
+    extra = NEEDS_INPUT.get((group, option), (None, []))[1]
+    return compose_train([f"{group}={option}", *extra], run_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("group", "option"), NODE_OPTIONS, ids=[f"{g}={o}" for g, o in NODE_OPTIONS])
+def test_every_option_refuses_a_wrong_type_in_one_line(group: str, option: str, tmp_path: Path) -> None:
+    cfg = _composed(group, option, tmp_path)
+    values = OmegaConf.to_container(cfg, resolve=True)
+    checked = 0
+    for key, _value in _leaves(values[group], group):
+        if _unchecked(values, key):
+            continue
+        bad = cfg.copy()
+        OmegaConf.update(bad, key, WRONG, merge=False)
+        with pytest.raises(DeliaError) as refused:
+            validate(bad)
+        message = str(refused.value)
+        assert key in message and "\n" not in message, message
+        checked += 1
+    assert checked or not values[group]
+
+
+@pytest.mark.parametrize("group", NODE_GROUPS)
+def test_an_unknown_key_is_refused_with_its_name(group: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"+{group}.trian_size=10"], run_dir=tmp_path)
+    with pytest.raises(DeliaError, match=rf"{group}\.trian_size"):
+        validate(cfg)
+
+
+def test_a_typo_names_the_option_it_meant(tmp_path: Path) -> None:
+    cfg = compose_train(["+dataset.trian_size=10"], run_dir=tmp_path)
+    with pytest.raises(
+        DeliaError, match=r"dataset\.trian_size is not an option .* did you mean train_size\?"
+    ):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=abc", r"optimizer\.lr='abc': input should be a valid number"),
+        ("peft.r=0", r"peft\.r=0: input should be greater than 0"),
+        ("peft.lora_alpha=abc", r"peft\.lora_alpha='abc'"),
+        ("+seed_typo=1", r"seed_typo is not an option of the config"),
+        ("trainer.max_steps=abc", r"trainer\.max_steps='abc'"),
+    ],
+)
+def test_the_issue_examples_are_one_line_errors(override: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(DeliaError, match=message):
+        validate(compose_train([override], run_dir=tmp_path))
+
+
+def test_an_unknown_key_without_plus_is_named_before_hydra_runs() -> None:
+    from delia.cli import unknown_key
+
+    problem = unknown_key(["dataset.trian_size=10", "model=tiny_random"])
+    assert problem is not None and problem.startswith("dataset.trian_size is not an option of dataset")
+    assert "did you mean dataset.train_size?" in problem
+    assert unknown_key(["dataset.train_size=10", "optimizer.lr=1e-4"]) is None
+    # options that exist only under the chosen group option are found there
+    assert unknown_key(["schedule=two_stage", "schedule.stage1_fraction=0.3"]) is None
+    assert unknown_key(["schedule.stage1_fraction=0.3"]) is not None

@@ -6,8 +6,8 @@ import pickle
 from pathlib import Path
 
 from delia.data import diverse_store
-from delia.data.diverse_store import DiverseStore, build_store
 from delia.data.tokenize import encode_all
+from delia.diverse.store import DiverseStore, build_store
 
 
 def _records(n: int) -> list[dict]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from delia.data import sep_format
-from delia.errors import DeliaError
-from delia.models import (
+from delia.dataset import sep_format
+from delia.infra.errors import DeliaError
+from delia.model import (
     add_special_token,
     init_new_token_rows,
     load_adapter,

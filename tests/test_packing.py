@@ -27,7 +27,7 @@ def test_rows_hold_every_example_once_and_never_overflow(lengths: list[int], cap
 
 
 def _items(tok, cfg) -> list[dict]:
-    from delia.recipe import build_task
+    from delia.baselines import prompted_task as build_task
 
     records = build_task(cfg)["train"][:5]
     diverse = [

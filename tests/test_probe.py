@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from delia.errors import DeliaError
-from delia.probe import ProbeItem, is_correct, load_probe, probe_accuracy, probe_messages
+from delia.eval.probe import ProbeItem, is_correct, load_probe, probe_accuracy, probe_messages
+from delia.infra.errors import DeliaError
 
 GOOD = {"id": "q1", "question": "What is the capital of France?", "answers": ["Paris"]}
 

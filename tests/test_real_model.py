@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from delia.data.tokenize import generation_prompt
-from delia.evaluate import generate_replies
-from delia.models import load_base
+from delia.eval import generate_replies
+from delia.model import load_base
 from tests.conftest import compose_train
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from delia.errors import DeliaError
+from delia.infra.errors import DeliaError
 from delia.recipe import train
 from tests.conftest import TINY, compose_train
 
@@ -31,7 +31,7 @@ def test_non_finite_loss_stops_naming_step_and_source_and_keeps_the_checkpoint(t
     ) as err:
         train(cfg)
     step = int(err.value.args[0].split("step ")[1].split()[0])
-    from delia.checkpoint_io import load_checkpoint_file
+    from delia.infra.checkpoint_io import load_checkpoint_file
 
     saved = load_checkpoint_file(Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt")
     assert saved["global_step"] <= step  # the checkpoint from before the bad step is still there
@@ -52,7 +52,7 @@ def popen(args: list[str], cwd: Path, cache: Path) -> subprocess.Popen:
 
 def test_two_samplers_on_one_cache_key_build_it_once(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    args = ["delia.sample", *TINY, "diverse.ratio=3", "diverse.batch_size=2"]
+    args = ["delia.cli.sample", *TINY, "diverse.ratio=3", "diverse.batch_size=2"]
     procs = [popen([*args, f"hydra.run.dir=s{i}"], tmp_path, cache) for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -66,7 +66,7 @@ def test_a_run_dir_in_use_is_refused(tmp_path: Path, session_cache: Path) -> Non
     run_dir = tmp_path / "shared_run"
     long_run = popen(
         [
-            "delia.train",
+            "delia.cli.train",
             *TINY,
             "trainer.max_steps=400",
             "trainer.val_check_interval=400",
@@ -81,7 +81,7 @@ def test_a_run_dir_in_use_is_refused(tmp_path: Path, session_cache: Path) -> Non
         while not (run_dir / "config.yaml").exists() and time.time() < deadline:
             time.sleep(0.1)
         second = subprocess.run(
-            [sys.executable, "-m", "delia.train", *TINY, f"hydra.run.dir={run_dir}"],
+            [sys.executable, "-m", "delia.cli.train", *TINY, f"hydra.run.dir={run_dir}"],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -128,11 +128,11 @@ def test_checkpoints_are_safetensors_and_pickle_checkpoints_are_refused(tiny_run
 def test_trust_remote_code_is_off_and_logged(caplog, session_cache: Path) -> None:
     import logging
 
-    from delia.models import load_base
+    from delia.model import load_base
 
     for option in ("smollm2_135m", "llama2_7b_chat", "gemma_7b_it", "smollm2_135m_hub", "tiny_random"):
         assert compose_train([f"model={option}"]).model.trust_remote_code is False
-    with caplog.at_level(logging.INFO, logger="delia.models"):
+    with caplog.at_level(logging.INFO, logger="delia.model.sources"):
         load_base(compose_train(TINY).model, session_cache)
     assert "model tiny_random: trust_remote_code=False" in caplog.text
 

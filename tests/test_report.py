@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from delia.report import collect, heatmap_data, main, summary_table, write_report
+from delia.cli.report import main
+from delia.tools.report import collect, heatmap_data, summary_table, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("metric_vs_train_size.png", "ablation_heatmap.png", "loss_curves.png")
 SWEEP_ARGS = [
     "-m",
-    "delia.train",
+    "delia.cli.train",
     "-m",
     "model=tiny_random",
     "debug=fast",
@@ -52,7 +53,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Path
 
 def run_report(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "delia.report", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "delia.cli.report", *args], capture_output=True, text=True, timeout=300
     )
 
 

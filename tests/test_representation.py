@@ -13,14 +13,14 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from delia.models import add_special_token, resize_for_tokenizer, wrap_peft
-from delia.representation import (
-    RepresentationTracker,
+from delia.callbacks.representation import RepresentationTracker
+from delia.eval.representation import (
     default_layers,
     representation_distances,
     token_hidden_states,
     word_span,
 )
+from delia.model import add_special_token, resize_for_tokenizer, wrap_peft
 from tests.conftest import TINY, compose_train
 
 TOKEN = "<sep>"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from delia.checkpoint_io import load_checkpoint_file
+from delia.infra.checkpoint_io import load_checkpoint_file
 from tests.conftest import TINY
 
 RUN = [
@@ -33,7 +33,7 @@ RUN = [
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "delia.train", *RUN, f"hydra.run.dir={run_dir}", *extra]
+    args = [sys.executable, "-m", "delia.cli.train", *RUN, f"hydra.run.dir={run_dir}", *extra]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

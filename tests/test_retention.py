@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from delia import retention, sampling
-from delia.evaluate import eval_loss
-from delia.probe import ProbeItem
+from delia import diverse as sampling
+from delia.eval import eval_loss, retention
+from delia.eval.probe import ProbeItem
 
 
 class UniformLM(torch.nn.Module):

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from delia import sampling
-from delia.errors import DeliaError
+from delia import diverse as sampling
+from delia.diverse import samplers
+from delia.diverse.cache import SampleCache
+from delia.infra.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
 MODEL_ID = {"name": "tiny_random"}
@@ -53,7 +55,7 @@ def test_interrupted_sampling_resumes_without_loss_or_duplicates(
 ) -> None:
     model, tok = tiny_model
     cfg = diverse_cfg(batch_size=4, max_new_tokens=4)
-    real = sampling.generate_batch
+    real = samplers.generate_batch
     calls = {"n": 0}
 
     def dies_on_third_batch(*args, **kwargs):
@@ -62,7 +64,7 @@ def test_interrupted_sampling_resumes_without_loss_or_duplicates(
             raise Interrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sampling, "generate_batch", dies_on_third_batch)
+    monkeypatch.setattr(samplers, "generate_batch", dies_on_third_batch)
     with pytest.raises(Interrupt):
         sampling.self_sample(model, tok, cfg, 14, tmp_path, MODEL_ID)
     [folder] = (tmp_path / "diverse").iterdir()
@@ -72,7 +74,7 @@ def test_interrupted_sampling_resumes_without_loss_or_duplicates(
     with cache_file.open("a") as handle:  # a kill in the middle of a write leaves a torn line
         handle.write('{"i": 99, "query": "torn')
 
-    monkeypatch.setattr(sampling, "generate_batch", real)
+    monkeypatch.setattr(samplers, "generate_batch", real)
     samples = sampling.self_sample(model, tok, cfg, 14, tmp_path, MODEL_ID)
     lines = [json.loads(line) for line in cache_file.read_text().splitlines()]
     assert sorted(r["i"] for r in lines) == list(range(14))  # nothing lost, nothing twice
@@ -84,7 +86,7 @@ def test_cached_samples_are_reused(tiny_model, tmp_path: Path, monkeypatch) -> N
     model, tok = tiny_model
     cfg = diverse_cfg(batch_size=4, max_new_tokens=4)
     first = sampling.self_sample(model, tok, cfg, 6, tmp_path, MODEL_ID)
-    monkeypatch.setattr(sampling, "generate_batch", lambda *a, **k: pytest.fail("sampled again"))
+    monkeypatch.setattr(samplers, "generate_batch", lambda *a, **k: pytest.fail("sampled again"))
     assert sampling.self_sample(model, tok, cfg, 6, tmp_path, MODEL_ID) == first
     assert sampling.self_sample(model, tok, cfg, 3, tmp_path, MODEL_ID) == [
         r for r in first if int(r["origin"].split("/")[1]) < 3
@@ -100,9 +102,9 @@ def test_corrupted_record_is_resampled(tiny_model, tmp_path: Path) -> None:
     record = json.loads(lines[0])
     record["response"] = "tampered"
     (folder / "samples.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
-    assert len(sampling.SampleCache(folder).read()) == 3  # the checksum no longer matches
+    assert len(SampleCache(folder).read()) == 3  # the checksum no longer matches
     sampling.self_sample(model, tok, cfg, 4, tmp_path, MODEL_ID)
-    assert sorted(sampling.SampleCache(folder).read()) == [0, 1, 2, 3]
+    assert sorted(SampleCache(folder).read()) == [0, 1, 2, 3]
 
 
 def test_query_file_errors_name_the_line(tmp_path: Path) -> None:

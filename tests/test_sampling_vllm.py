@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from delia import sampling_vllm
-from delia.errors import DeliaError
-from delia.sampling_vllm import VllmSampler
+from delia.diverse import vllm as sampling_vllm
+from delia.diverse.vllm import VllmSampler
+from delia.infra.errors import DeliaError
 
 BOS = 1
 
@@ -171,8 +171,9 @@ def test_close_frees_the_engine_and_refuses_later_calls(with_fake_vllm: None) ->
 def test_the_sampler_option_picks_the_backend(tiny_model) -> None:
     from omegaconf import OmegaConf
 
-    from delia import sampling
-    from delia.errors import DeliaError
+    from delia.diverse import cache as sampling_cache
+    from delia.diverse import samplers as sampling
+    from delia.infra.errors import DeliaError
 
     model, tok = tiny_model
     cfg = OmegaConf.create(
@@ -186,4 +187,4 @@ def test_the_sampler_option_picks_the_backend(tiny_model) -> None:
         sampling.make_sampler(model, tok, OmegaConf.merge(cfg, {"sampler": "vllm"}), None)
     vllm_cfg = OmegaConf.merge(cfg, {"sampler": "vllm", "seed": 0, "use_reference": True})
     base = OmegaConf.merge(cfg, {"seed": 0, "use_reference": True})
-    assert sampling.cache_key({}, [], vllm_cfg) != sampling.cache_key({}, [], base)
+    assert sampling_cache.cache_key({}, [], vllm_cfg) != sampling_cache.cache_key({}, [], base)

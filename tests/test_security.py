@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from delia.errors import DeliaError
-from delia.security import (
+from delia.infra.errors import DeliaError
+from delia.infra.security import (
     REDACTED,
     check_inside_roots,
     log_trust_remote_code,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from delia.data import sep_format
-from delia.errors import DeliaError
+from delia.dataset import sep_format
+from delia.infra.errors import DeliaError
 from tests.conftest import compose_train
 
 

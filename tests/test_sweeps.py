@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from delia.errors import DeliaError
+from delia.infra.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
 FAST = [*TINY, "eval.generate=false"]
@@ -19,7 +19,11 @@ FAST = [*TINY, "eval.generate=false"]
 
 def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "delia.train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "delia.cli.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return result
 
@@ -62,9 +66,9 @@ def test_ddp_sim_only_rank_zero_writes(ddp_run: Path) -> None:
 
 
 def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> None:
-    from delia.evaluate import eval_loss
-    from delia.models import load_adapter
-    from delia.recipe import build_task
+    from delia.baselines import prompted_task as build_task
+    from delia.eval import eval_loss
+    from delia.model import load_adapter
 
     cfg = compose_train(FAST)
     model, tok = load_adapter(ddp_run / "adapter", cfg.model, session_cache)
@@ -123,8 +127,8 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path: Path) -> None:
 TAKE_GPU = """
 import json, sys, time
 from pathlib import Path
-from delia import launch
-from delia.errors import DeliaError
+from delia.infra import launch
+from delia.infra.errors import DeliaError
 try:
     print(json.dumps(launch.acquire_gpus(1, 2, Path(sys.argv[1]))), flush=True)
     time.sleep(8)  # hold the GPU while the other workers try
@@ -196,7 +200,7 @@ def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_relaunching_strategy_given_as_a_string_is_refused_in_a_multirun(strategy: str) -> None:
-    from delia.launch import refuse_relaunch_in_multirun
+    from delia.infra.launch import refuse_relaunch_in_multirun
 
     cfg = compose_train([f"trainer.strategy={strategy}", "trainer.devices=2"])
     with pytest.raises(DeliaError, match=f"trainer={strategy} inside a Hydra multirun"):

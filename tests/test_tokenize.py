@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from delia.data import sep_format
 from delia.data.tokenize import IGNORE_INDEX, EncodeStats, encode_all, encode_chat
-from delia.errors import DeliaError
+from delia.dataset import sep_format
+from delia.infra.errors import DeliaError
 from tests.conftest import compose_train
 
 MESSAGES = [

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from delia.checkpoint_io import load_checkpoint_file
-from delia.errors import DeliaError
+from delia.infra.checkpoint_io import load_checkpoint_file
+from delia.infra.errors import DeliaError
 from delia.recipe import train
 from tests.conftest import TINY, compose_train
 
@@ -100,7 +100,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_console_entry_point_runs(tmp_path: Path) -> None:
     result = cli(
-        "delia.train", *TINY, "eval.generate=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+        "delia.cli.train", *TINY, "eval.generate=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "DELIA run finished" in result.stdout
@@ -111,13 +111,18 @@ def test_delia_sample_fills_the_cache_that_training_reuses(tmp_path: Path) -> No
     env_cache = tmp_path / "cache"
     os.environ["DELIA_CACHE_DIR"], previous = str(env_cache), os.environ["DELIA_CACHE_DIR"]
     try:
-        result = cli("delia.sample", *TINY, "diverse.ratio=2", "hydra.run.dir=sample_run", cwd=tmp_path)
+        result = cli("delia.cli.sample", *TINY, "diverse.ratio=2", "hydra.run.dir=sample_run", cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "16 diverse samples ready" in result.stdout  # 8 downstream examples x ratio 2
         [cache_file] = env_cache.glob("diverse/*/samples.jsonl")
         assert len(cache_file.read_text().splitlines()) == 16
         again = cli(
-            "delia.train", *TINY, "diverse.ratio=2", "eval.generate=false", "hydra.run.dir=run", cwd=tmp_path
+            "delia.cli.train",
+            *TINY,
+            "diverse.ratio=2",
+            "eval.generate=false",
+            "hydra.run.dir=run",
+            cwd=tmp_path,
         )
         assert again.returncode == 0, again.stderr[-2000:]
         assert "16 of 16 samples present, 0 to sample" in again.stdout + again.stderr

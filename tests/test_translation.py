@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from delia import translation_metrics as tm
-from delia.data import translation as tr
-from delia.errors import DeliaError
+from delia.baselines import dipmt
+from delia.dataset import translation as tr
+from delia.eval import translation_metrics as tm
+from delia.infra.errors import DeliaError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 
@@ -298,7 +299,7 @@ def test_hub_rows_are_read(monkeypatch: pytest.MonkeyPatch, layout: str) -> None
 
 
 def test_build_dictionary_learns_word_pairs() -> None:
-    dictionary = tr.build_dictionary(SAMPLE)
+    dictionary = dipmt.build_dictionary(SAMPLE)
     assert dictionary["hundur"][0] == "dog"
     assert dictionary["köttur"][0] == "cat"
     assert dictionary["veðrið"][0] == "weather"
@@ -312,46 +313,46 @@ def test_build_dictionary_learns_word_pairs() -> None:
         ("hundur borðar", "hound eats"),
         ("hundur hleypur", "hound runs"),
     ]
-    assert tr.build_dictionary(varied)["hundur"] == ["dog", "hound"]
-    assert tr.build_dictionary(varied, max_translations=1)["hundur"] == ["dog"]
-    assert tr.build_dictionary(varied, min_score=0.6)["hundur"] == ["dog"]
-    assert tr.build_dictionary(varied)["geltir"] == ["barks"]
+    assert dipmt.build_dictionary(varied)["hundur"] == ["dog", "hound"]
+    assert dipmt.build_dictionary(varied, max_translations=1)["hundur"] == ["dog"]
+    assert dipmt.build_dictionary(varied, min_score=0.6)["hundur"] == ["dog"]
+    assert dipmt.build_dictionary(varied)["geltir"] == ["barks"]
 
 
 def test_words_and_rare_words() -> None:
-    assert tr.words("Hundur, og KÖTTUR! 3 sinnum.") == ["hundur", "og", "köttur", "sinnum"]
-    counts = tr.word_counts(s for s, _ in SAMPLE)
+    assert dipmt.words("Hundur, og KÖTTUR! 3 sinnum.") == ["hundur", "og", "köttur", "sinnum"]
+    counts = dipmt.word_counts(s for s, _ in SAMPLE)
     assert counts["hundur"] == 5 and counts["jökullinn"] == 1
-    assert tr.rare_words("Hundur sér jökullinn og jökullinn.", counts, 2) == ["sér", "jökullinn", "og"]
+    assert dipmt.rare_words("Hundur sér jökullinn og jökullinn.", counts, 2) == ["sér", "jökullinn", "og"]
 
 
 def test_dictionary_hints_only_for_rare_words() -> None:
     dictionary = {"hundur": ["dog"], "jökullinn": ["glacier", "ice cap"], "gýs": ["erupts"]}
     counts = {"hundur": 5, "jökullinn": 1, "gýs": 2}
-    hints = tr.dictionary_hints("Hundur sér jökullinn. Eldfjallið gýs.", dictionary, counts, 2, 8)
+    hints = dipmt.dictionary_hints("Hundur sér jökullinn. Eldfjallið gýs.", dictionary, counts, 2, 8)
     assert hints.splitlines() == [
         'In this context, the word "jökullinn" means "glacier" or "ice cap".',
         'In this context, the word "gýs" means "erupts".',
     ]
     assert (
-        tr.dictionary_hints("Hundur sér jökullinn. Eldfjallið gýs.", dictionary, counts, 2, 1).count("\n")
+        dipmt.dictionary_hints("Hundur sér jökullinn. Eldfjallið gýs.", dictionary, counts, 2, 1).count("\n")
         == 0
     )
-    assert tr.dictionary_hints("Hundur geltir.", dictionary, counts, 2, 8) == ""
+    assert dipmt.dictionary_hints("Hundur geltir.", dictionary, counts, 2, 8) == ""
 
 
 def test_read_dictionary(tmp_path: Path) -> None:
     path = tmp_path / "dict.tsv"
     path.write_text("Hundur\tdog\nhundur\thound\nhundur\tdog\n\njökull\tglacier\n", encoding="utf-8")
-    assert tr.read_dictionary(path) == {"hundur": ["dog", "hound"], "jökull": ["glacier"]}
+    assert dipmt.read_dictionary(path) == {"hundur": ["dog", "hound"], "jökull": ["glacier"]}
     path.write_text("hundur\tdog\nköttur\n", encoding="utf-8")
     with pytest.raises(DeliaError, match=r"dict\.tsv:2: 1 tab-separated columns, expected 2"):
-        tr.read_dictionary(path)
+        dipmt.read_dictionary(path)
     path.write_text("hundur\t \n", encoding="utf-8")
     with pytest.raises(DeliaError, match=r"dict\.tsv:1 field 'translation': empty"):
-        tr.read_dictionary(path)
+        dipmt.read_dictionary(path)
     with pytest.raises(DeliaError, match=r"file not found; check dataset\.dictionary_path"):
-        tr.read_dictionary(tmp_path / "none.tsv")
+        dipmt.read_dictionary(tmp_path / "none.tsv")
 
 
 def test_build_splits_with_dictionary_hints(tmp_path: Path, sample_jsonl: Path) -> None:
@@ -359,10 +360,10 @@ def test_build_splits_with_dictionary_hints(tmp_path: Path, sample_jsonl: Path) 
     dictionary.write_text("hundur\tdog\njökullinn\tglacier\neldfjallið\tvolcano\n", encoding="utf-8")
     cfg = config(path=str(sample_jsonl), dictionary_path=str(dictionary), train_size=None)
     plain = tr.build_splits(cfg)
-    hinted = tr.build_splits(cfg, dictionary_hints=True)
+    hinted = dipmt.with_dictionary_hints(tr.build_splits(cfg), cfg)
     assert sources(plain["train"]) == sources(hinted["train"])
     eval_sources = set(sources(hinted["eval"]))
-    counts = tr.word_counts(s for s, _ in SAMPLE if s not in eval_sources)
+    counts = dipmt.word_counts(s for s, _ in SAMPLE if s not in eval_sources)
     assert counts["hundur"] > cfg.rare_max_count  # precondition: "hundur" is frequent in training
     seen = []
     for record in (*hinted["train"], *hinted["eval"]):
@@ -373,7 +374,8 @@ def test_build_splits_with_dictionary_hints(tmp_path: Path, sample_jsonl: Path) 
                 assert content.endswith(f'In this context, the word "{word}" means "{meaning}".')
                 seen.append(word)
     assert sorted(seen) == ["eldfjallið", "jökullinn"]
-    learned = tr.build_splits(config(path=str(sample_jsonl), rare_max_count=1), dictionary_hints=True)
+    learned_cfg = config(path=str(sample_jsonl), rare_max_count=1)
+    learned = dipmt.with_dictionary_hints(tr.build_splits(learned_cfg), learned_cfg)
     assert any("In this context, the word" in r["messages"][0]["content"] for r in learned["train"])
 
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from delia.data.diverse_store import DiverseStore, build_store
 from delia.data.mixing import DIVERSE, TASK, PlanItem, rank_shard
 from delia.data.packing import collate_packed
 from delia.data.tokenize import IGNORE_INDEX, encode_all
-from delia.schedule import Interleave
+from delia.diverse.store import DiverseStore, build_store
+from delia.schedule import Schedule
 
 
 class PlanDataset(Dataset):
@@ -108,7 +109,7 @@ class DeliaDataModule(L.LightningDataModule):
         task_records: list[dict[str, Any]],
         diverse_records: list[dict[str, Any]],
         eval_records: list[dict[str, Any]],
-        schedule: Interleave,
+        schedule: Schedule,
         max_steps: int,
         batch_size: int,
         accumulate_grad_batches: int = 1,
@@ -202,3 +203,30 @@ class DeliaDataModule(L.LightningDataModule):
             if len(self.eval_set)
             else []
         )
+
+
+def build_datamodule(
+    cfg: DictConfig,
+    tokenizer: Any,
+    splits: dict[str, list[dict[str, Any]]],
+    diverse: list[dict[str, Any]],
+    schedule: Schedule,
+    max_steps: int,
+) -> DeliaDataModule:
+    """The data module of ``cfg`` (``data.*``, the seed, the cache) for these splits and diverse records."""
+    return DeliaDataModule(
+        tokenizer,
+        task_records=splits["train"],
+        diverse_records=diverse,
+        eval_records=splits.get("eval", []),
+        schedule=schedule,
+        max_steps=max_steps,
+        batch_size=cfg.data.batch_size,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        max_length=cfg.data.max_length,
+        on_overlength=cfg.data.on_overlength,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        packing=bool(cfg.data.packing),
+        diverse_store_dir=Path(cfg.paths.cache_dir) if cfg.data.get("stream_diverse", True) else None,
+    )

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 TASK, DIVERSE = 0, 1
-SOURCE_NAMES = {TASK: "task", DIVERSE: "diverse"}
 PlanItem = tuple[int, int]  # (source, index into that source's examples)
 
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from delia.errors import DeliaError
+from delia.infra.errors import DeliaError
 
 IGNORE_INDEX = -100
 OVERLENGTH_CHOICES = ("error", "skip", "truncate")

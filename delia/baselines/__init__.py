@@ -1,0 +1,110 @@
+"""The paper's baselines and DELIA's ablations (conf/baseline/, conf/ablation/), each one config choice.
+
+``baseline=<name>`` picks ``conf/baseline/<name>.yaml``. Most baselines are settings of the one recipe:
+
+| baseline         | what changes against ``delia``                                              |
+|------------------|-----------------------------------------------------------------------------|
+| ``common_it``    | no diverse data, one fixed instruction wording                              |
+| ``random_token`` | ``common_it`` + new row drawn N(0, sigma) and never trained (a floor)       |
+| ``mean_embedding`` | ``common_it`` + new row = mean of all embedding rows                      |
+| ``fact_based``   | ``common_it`` + new row = mean embedding of the prior description's tokens  |
+| ``dmt``          | DELIA's data under ``schedule=two_stage`` (Dong et al. 2024)                |
+
+Three need code of their own, which lives here:
+
+- ``ctg`` (controlled text generation): no training; the prior description is put in front of every
+  prompt at inference (:func:`with_prior_description`);
+- ``dipmt`` (Ghazvininejad et al. 2023): dictionary hints for rare source words in every prompt of the
+  translation task (built in :mod:`delia.dataset.translation`); no training unless ``baseline.train=true``;
+- ``disperse_merge`` (Fu et al. 2024): the instruction data split into K portions, one LoRA adapter
+  trained per portion, the adapters merged with peft (:func:`portions`, :func:`merge_adapters`).
+
+``ablation=no_task_diversification|no_diverse_data`` applies on top of ``baseline=delia`` only.
+:func:`check_combination` refuses what makes no sense before anything heavy starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from omegaconf import DictConfig
+
+from delia.baselines.ctg import with_prior_description
+from delia.baselines.disperse_merge import (
+    PORTION_FILE,
+    check_disperse,
+    load_portion,
+    merge_adapters,
+    portion_steps,
+    portions,
+    save_portion,
+)
+from delia.baselines.schema import AblationName, BaselineName
+from delia.dataset import build_splits, prior_description
+from delia.infra.errors import DeliaError
+
+__all__ = [
+    "ABLATIONS",
+    "BASELINES",
+    "PORTION_FILE",
+    "check_combination",
+    "load_portion",
+    "merge_adapters",
+    "portion_steps",
+    "portions",
+    "prompted_task",
+    "save_portion",
+    "with_prior_description",
+]
+BASELINES = get_args(BaselineName)
+ABLATIONS = get_args(AblationName)
+TOKEN_BASELINES = ("random_token", "mean_embedding", "fact_based")
+
+
+def check_combination(cfg: DictConfig) -> None:
+    """Refuse a baseline/ablation/dataset combination that cannot mean anything, naming the fix."""
+    name, ablation, kind = cfg.baseline.name, cfg.ablation.name, cfg.dataset.kind
+    if name not in BASELINES:
+        raise DeliaError(f"baseline.name={name!r} is unknown: use one of {', '.join(BASELINES)}")
+    if ablation not in ABLATIONS:
+        raise DeliaError(f"ablation.name={ablation!r} is unknown: use one of {', '.join(ABLATIONS)}")
+    if ablation != "none" and name != "delia":
+        raise DeliaError(
+            f"ablation={ablation} is an ablation of DELIA and does not apply to baseline={name}; "
+            f"use baseline=delia or ablation=none"
+        )
+    if name == "dipmt" and kind != "translation":
+        raise DeliaError(
+            f"baseline=dipmt is dictionary-based prompting for translation; dataset={cfg.dataset.name} is not a "
+            f"translation task: use dataset=wmt21_is_en or dataset=wmt21_en_is"
+        )
+    if name == "ctg" and kind != "sep_format":
+        raise DeliaError(
+            f"baseline=ctg puts the task's prior description in the prompt; dataset={cfg.dataset.name} has none: "
+            f"use dataset=sep_format"
+        )
+    if name in TOKEN_BASELINES and not cfg.dataset.get("special_token"):
+        raise DeliaError(
+            f"baseline={name} initialises a new token, but dataset={cfg.dataset.name} adds none: "
+            f"set dataset.special_token or pick another baseline"
+        )
+    if name == "dmt" and cfg.schedule.name != "two_stage":
+        raise DeliaError(f"baseline=dmt needs schedule=two_stage (got schedule={cfg.schedule.name})")
+    if name == "disperse_merge":
+        check_disperse(cfg)
+
+
+def prompted_task(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    """The downstream splits as the baseline prompts them.
+
+    ``ctg`` puts the prior description in front of every prompt; ``dipmt`` adds dictionary hints.
+    """
+    splits = build_splits(cfg.dataset)
+    if cfg.baseline.get("dictionary_hints"):
+        from delia.baselines.dipmt import with_dictionary_hints
+
+        splits = with_dictionary_hints(splits, cfg.dataset)
+    if cfg.baseline.get("prior_description_in_prompt"):
+        description = prior_description(cfg.dataset) or ""
+        splits = {name: with_prior_description(rows, description) for name, rows in splits.items()}
+    return splits

@@ -1,0 +1,37 @@
+"""The callbacks (conf/callbacks/): checkpoints, checkpoint-and-stop on preemption, the representation
+tracker, the learning-rate monitor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from delia.callbacks.preemption import PreemptionCheckpoint
+
+
+def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
+    """A callback entry with a target; the representation tracker only when the task adds a token."""
+    target = str(conf.get("_target_", ""))
+    return bool(target) and not (
+        target.endswith("RepresentationTracker") and not cfg["dataset"].get("special_token")
+    )
+
+
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Any]:
+    """The configured callbacks; checkpoints go to ``ckpt_dir`` (a disperse_merge portion has its own)."""
+    callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if wanted(conf, cfg)]
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint | PreemptionCheckpoint):
+            callback.dirpath = type(callback.dirpath)(ckpt_dir) if callback.dirpath is not None else None
+    return callbacks
+
+
+def preempted_at(callbacks: list[Any]) -> int | None:
+    """The step at which a preemption signal stopped training (None: it ran to the end)."""
+    steps = [c.saved_at_step for c in callbacks if isinstance(c, PreemptionCheckpoint) and c.saved_at_step]
+    return steps[0] if steps else None

@@ -1,0 +1,193 @@
+"""Representation analysis: how close the new token's hidden state is to the description's key words.
+
+The paper (arXiv 2408.10841) measures, at chosen layers, the distance between the hidden state of the
+new token (``<sep>``) and the mean hidden state of the prior description's key words ("json",
+"thought"), each encoded in the same neutral context. DELIA brings the distance below the baselines.
+
+- :func:`token_hidden_states`: a word's mean hidden state per layer, in a context such as
+  ``"The answer uses the {word} format."``;
+- :func:`representation_distances`: L2 and cosine distance per layer between a token and the mean of
+  the keywords, as ``{"repr/l2_layer{L}": ..., "repr/cos_layer{L}": ...}``;
+- :class:`delia.callbacks.representation.RepresentationTracker` logs those distances over training.
+
+``hidden_states[k]`` is the output of decoder layer ``k``; index 0 is the embedding output (and in
+transformers the last index has the final norm applied).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from delia.model.generate import evaluating
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = "The answer uses the {word} format."
+PLACEHOLDER = "{word}"
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """Layers 1 and 2 (the paper's), the middle layer and the last layer, sorted and deduplicated.
+
+    Only decoder layers that exist (``1..num_layers``) are kept, so a 1-layer model gets ``[1]``.
+    """
+    if num_layers < 1:
+        raise ValueError(f"num_layers={num_layers}: a decoder has at least one layer")
+    wanted = {1, 2, num_layers // 2, num_layers}
+    return sorted(k for k in wanted if 1 <= k <= num_layers)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """The number of leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def split_context(context: str) -> tuple[str, str]:
+    """The text before and after the one ``{word}`` placeholder of ``context``."""
+    if context.count(PLACEHOLDER) != 1:
+        raise ValueError(f"context {context!r} must hold the placeholder {PLACEHOLDER} exactly once")
+    before, after = context.split(PLACEHOLDER)
+    return before, after
+
+
+def word_span(tokenizer: Any, word: str, context: str = DEFAULT_CONTEXT) -> tuple[list[int], int, int]:
+    """Token ids of ``context`` with ``word`` filled in, and the half-open span ``[start, end)`` of the word.
+
+    The span comes from encoding the text before the word and that text plus the word: where each
+    stops agreeing with the full encoding marks the word's first and last token. This is safe
+    against whitespace a tokenizer attaches to the next token (``"the "`` + ``"json"`` becomes
+    ``"Ġthe", "Ġjson"``, while ``"the "`` alone ends in ``"Ġ"``), and a token that merges the
+    word with its neighbour counts as part of the word.
+    """
+    if not word:
+        raise ValueError("the word to locate is empty")
+    before, after = split_context(context)
+    ids = tokenizer.encode(before + word + after, add_special_tokens=False)
+    start = _common_prefix(tokenizer.encode(before, add_special_tokens=False), ids)
+    with_word = tokenizer.encode(before + word, add_special_tokens=False)
+    end = _common_prefix(with_word, ids)
+    if end < len(with_word):  # the word's last token merged with the text after it
+        end += 1
+    if end <= start:
+        raise ValueError(f"could not locate {word!r} in the tokenization of {context!r}")
+    return ids, start, end
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The decoder layers of a transformers causal LM (also under a PeftModel)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    n = num_hidden_layers(model)
+    for module in base.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"no list of {n} decoder layers found in {type(base).__name__}")
+
+
+@contextmanager
+def _record_layers(model: Any) -> Iterator[dict[int, torch.Tensor]]:
+    """Record the embedding output (index 0) and each decoder layer's output (index k) by forward hooks.
+
+    Hooks of our own rather than ``output_hidden_states``: transformers records those with hooks that
+    do not survive pickling (a ddp_spawn rank has none), and it applies the final norm to the last entry.
+    """
+    recorded: dict[int, torch.Tensor] = {}
+
+    def keep(index: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            recorded[index] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    handles = [model.get_input_embeddings().register_forward_hook(keep(0))]
+    handles += [
+        layer.register_forward_hook(keep(k)) for k, layer in enumerate(decoder_layers(model), start=1)
+    ]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def token_hidden_states(
+    model: Any, tokenizer: Any, word: str, layers: list[int], context: str = DEFAULT_CONTEXT
+) -> dict[int, torch.Tensor]:
+    """The mean hidden state over ``word``'s tokens in ``context``, per layer (float32, 1-D, on CPU).
+
+    Index 0 is the embedding output, index k the output of decoder layer k. Works on a transformers
+    causal LM and on a peft ``PeftModel`` wrapping one; the model runs once, without gradients, in eval
+    mode (each submodule's previous mode is restored afterwards).
+    """
+    ids, start, end = word_span(tokenizer, word, context)
+    input_ids = torch.tensor([ids], dtype=torch.long, device=_device(model))
+    with evaluating(model), torch.no_grad(), _record_layers(model) as hidden:
+        model(input_ids=input_ids, use_cache=False)
+    bad = [k for k in layers if k not in hidden]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist: the model has layers 0..{len(hidden) - 1}")
+    return {k: hidden[k][0, start:end].float().mean(dim=0).cpu() for k in layers}
+
+
+def num_hidden_layers(model: Any) -> int:
+    """The number of decoder layers of a transformers model or of the base model under a PeftModel."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    return int(config.num_hidden_layers)
+
+
+def _mean_states(
+    model: Any, tokenizer: Any, words: list[str], layers: list[int], context: str
+) -> dict[int, torch.Tensor]:
+    """The mean over ``words`` of their per-layer hidden states."""
+    states = [token_hidden_states(model, tokenizer, word, layers, context) for word in words]
+    return {k: torch.stack([s[k] for s in states]).mean(dim=0) for k in layers}
+
+
+def representation_distances(
+    model: Any,
+    tokenizer: Any,
+    token: str,
+    keywords: list[str],
+    layers: list[int] | None = None,
+    context: str = DEFAULT_CONTEXT,
+) -> dict[str, float]:
+    """L2 and cosine distance (``1 - cos_sim``) per layer between ``token`` and the keywords' mean.
+
+    Returns ``{"repr/l2_layer{L}": ..., "repr/cos_layer{L}": ...}``; ``layers=None`` means
+    :func:`default_layers` of the model's depth.
+    """
+    if not keywords:
+        raise ValueError("representation_distances needs at least one keyword")
+    if layers is None:
+        layers = default_layers(num_hidden_layers(model))
+    source = token_hidden_states(model, tokenizer, token, layers, context)
+    target = _mean_states(model, tokenizer, keywords, layers, context)
+    return layer_distances(source, target)
+
+
+def layer_distances(source: dict[int, torch.Tensor], target: dict[int, torch.Tensor]) -> dict[str, float]:
+    """``repr/l2_layer{L}`` and ``repr/cos_layer{L}`` (``1 - cosine similarity``) for each layer of ``source``."""
+    result: dict[str, float] = {}
+    for k in source:
+        result[f"repr/l2_layer{k}"] = torch.linalg.vector_norm(source[k] - target[k]).item()
+        result[f"repr/cos_layer{k}"] = 1.0 - F.cosine_similarity(source[k], target[k], dim=0).item()
+    return result

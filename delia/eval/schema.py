@@ -1,0 +1,30 @@
+"""What conf/eval, ``representation`` and ``retention`` accept."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from delia.diverse.schema import SelfSample
+from delia.infra.schema import Closed
+
+
+class Eval(Closed):
+    generate: bool = True
+    max_new_tokens: PositiveInt
+    batch_size: PositiveInt
+    bleurt_checkpoint: str | None = None
+
+
+class Representation(Closed):
+    keywords: list[str] = Field(min_length=1)
+    layers: list[int] | None = None
+    every_n_steps: PositiveInt
+
+
+class Retention(Closed):
+    enabled: bool
+    heldout_size: PositiveInt
+    probe: str
+    max_new_tokens: PositiveInt
+    batch_size: PositiveInt
+    sampling: SelfSample

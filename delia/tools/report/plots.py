@@ -1,0 +1,216 @@
+"""The sweep's plots: metric against the number of downstream examples, the ablation heatmap, loss curves."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+from delia.tools.report.jobs import (
+    FALLBACK_METRICS,
+    KEY_METRICS,
+    LOSS_COLUMNS,
+    PLOT_FILES,
+    Job,
+    MissingData,
+    Report,
+)
+from delia.tools.report.tables import fmt, group_jobs, mean_std
+
+
+def new_figure(n_panels: int, width: float = 4.0, height: float = 3.2) -> tuple[Figure, list[Any]]:
+    """A figure with ``n_panels`` axes in a row, drawn with the Agg canvas (no GUI, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def line_label(job: Job, report: Report, leave_out: Sequence[str] = ()) -> str:
+    """The method, plus the values of the other swept keys (except seed and ``leave_out``)."""
+    extra = [k for k in report.group_keys[2:] if k not in leave_out]
+    return ", ".join([job.method, *(f"{k}={job.swept.get(k)}" for k in extra)])
+
+
+def line_colors(labels: Iterable[str]) -> dict[str, str]:
+    """The same colour for a method in every panel of a figure (matplotlib's ``C0``, ``C1``, ...)."""
+    return {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(labels))}
+
+
+def figure_legend(fig: Figure, axes: Sequence[Any]) -> None:
+    """One legend for all panels, outside them on the right (each label once)."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+
+
+def plotted_metrics(report: Report) -> list[str]:
+    """The paper's key metrics that some finished job has; else eval/loss."""
+    have = {n for job in report.finished for n, v in job.metrics.items() if math.isfinite(v)}
+    return [m for m in KEY_METRICS if m in have] or [m for m in FALLBACK_METRICS if m in have]
+
+
+def plot_metric_vs_train_size(report: Report) -> Figure:
+    """One panel per key metric: x = dataset.train_size, a line per method, error bars = std over seeds."""
+    metrics = plotted_metrics(report)
+    jobs = [j for j in report.finished if isinstance(j.config.get("dataset.train_size"), int | float)]
+    if not metrics or not jobs:
+        raise MissingData("no finished job with dataset.train_size and a key metric")
+    lines = group_jobs(jobs, lambda j: (line_label(j, report, leave_out=["dataset.train_size"]),))
+    colors = line_colors(label for (label,) in lines)
+    sizes = sorted({j.config["dataset.train_size"] for j in jobs})
+    fig, axes = new_figure(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for (label,), members in lines.items():
+            points = group_jobs(members, lambda j: (j.config["dataset.train_size"],))
+            xs = [x for (x,) in points]
+            stats = [mean_std(j.metrics.get(metric, math.nan) for j in group) for group in points.values()]
+            means = [m for m, _ in stats]
+            stds = [0.0 if math.isnan(s) else s for _, s in stats]
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, color=colors[label])
+        if len(sizes) > 1 and sizes[0] > 0 and sizes[-1] / sizes[0] >= 10:
+            ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.set_xlabel("training examples (dataset.train_size)")
+        ax.set_title(metric)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean ± std over seeds")
+    figure_legend(fig, axes)
+    return fig
+
+
+def heatmap_data(report: Report) -> tuple[str, list[str], list[str], list[list[float]]]:
+    """(row label, rows, metric columns, means): ablations when the sweep varies them, else methods.
+
+    Ablation rows use only the baselines that were run with more than one ablation (common_it
+    has no ablations and would blur the ``none`` row). Bookkeeping ``train/*`` counts are left out.
+    """
+    jobs = report.finished
+    columns = [m for m in report.metric_names if not m.startswith("train/")]
+    by_baseline: dict[str, set[str]] = {}
+    for job in jobs:
+        by_baseline.setdefault(job.baseline, set()).add(job.ablation)
+    ablated = {b for b, ablations in by_baseline.items() if len(ablations) > 1}
+    if ablated:
+        title = f"ablation ({', '.join(sorted(ablated))})"
+        groups = group_jobs((j for j in jobs if j.baseline in ablated), lambda j: (j.ablation,))
+    else:
+        title = "method"
+        groups = group_jobs(jobs, lambda j: (line_label(j, report),))
+    rows = [str(label) for (label,) in groups]
+    means = [
+        [mean_std(j.metrics.get(m, math.nan) for j in members)[0] for m in columns]
+        for members in groups.values()
+    ]
+    return title, rows, columns, means
+
+
+def plot_ablation_heatmap(report: Report) -> Figure:
+    """Mean of each metric per ablation (or per method); colour scaled per column, value written in."""
+    title, rows, columns, means = heatmap_data(report)
+    if not rows or not columns:
+        raise MissingData("no finished job with an evaluation metric")
+    scaled = [[math.nan] * len(columns) for _ in rows]
+    for c in range(len(columns)):
+        col = [means[r][c] for r in range(len(rows)) if math.isfinite(means[r][c])]
+        lo, hi = (min(col), max(col)) if col else (0.0, 0.0)
+        for r in range(len(rows)):
+            if math.isfinite(means[r][c]):
+                scaled[r][c] = (means[r][c] - lo) / (hi - lo) if hi > lo else 0.5
+    fig, (ax,) = new_figure(1, width=max(5.5, 1.6 * len(columns) + 3), height=0.6 * len(rows) + 1.8)
+    ax.imshow(scaled, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for r in range(len(rows)):
+        for c in range(len(columns)):
+            text = fmt(means[r][c]) or "n/a"
+            ax.text(c, r, text, ha="center", va="center", color="white" if scaled[r][c] < 0.5 else "black")
+    ax.set_ylabel(title)
+    ax.set_title("mean over seeds; colour scaled per metric", fontsize="medium")
+    return fig
+
+
+def read_curve(csv_file: Path, column: str) -> dict[int, float]:
+    """``step -> value`` for one column of a Lightning ``metrics.csv`` (first logged value per step)."""
+    if not csv_file.is_file():
+        return {}
+    curve: dict[int, float] = {}
+    with csv_file.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            value, step = row.get(column), row.get("step")
+            if value and step:
+                try:
+                    curve.setdefault(int(float(step)), float(value))
+                except ValueError:
+                    continue
+    return curve
+
+
+def plot_loss_curves(report: Report) -> Figure:
+    """train/loss_task and train/loss_diverse against step, one line per method, mean over its runs.
+
+    A method's runs are its seeds (and, when the sweep varies other keys, all their values).
+    """
+    lines = group_jobs(report.finished, lambda j: (j.method,))
+    colors = line_colors(label for (label,) in lines)
+    curves = {
+        column: {
+            label: [read_curve(j.path / "csv" / "metrics.csv", column) for j in members]
+            for (label,), members in lines.items()
+        }
+        for column in LOSS_COLUMNS
+    }
+    if not any(c for per_label in curves.values() for runs in per_label.values() for c in runs):
+        raise MissingData(f"no finished job logged {' or '.join(LOSS_COLUMNS)} in csv/metrics.csv")
+    fig, axes = new_figure(len(LOSS_COLUMNS), width=4.5)
+    for ax, column in zip(axes, LOSS_COLUMNS, strict=True):
+        for label, runs in curves[column].items():
+            steps = sorted({s for run in runs for s in run})
+            if steps:
+                means = [mean_std(run[s] for run in runs if s in run)[0] for s in steps]
+                ax.plot(steps, means, marker=".", label=label, color=colors[label])
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("step")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_title(column)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss, mean over seeds")
+    figure_legend(fig, axes)
+    return fig
+
+
+PLOTS: dict[str, Callable[[Report], Figure]] = {
+    "metric_vs_train_size": plot_metric_vs_train_size,
+    "ablation_heatmap": plot_ablation_heatmap,
+    "loss_curves": plot_loss_curves,
+}
+
+
+def write_plots(report: Report, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Save every plot that has data as PNG; the others become notes."""
+    written, notes = [], []
+    for name, plot in PLOTS.items():
+        path = out_dir / PLOT_FILES[name]
+        try:
+            fig = plot(report)
+        except MissingData as missing:
+            notes.append(f"{path.name} skipped: {missing}")
+            continue
+        fig.savefig(path, dpi=120)
+        written.append(path)
+        notes.append(f"![{name}]({path.name})")
+    return written, notes
