@@ -49,7 +49,7 @@ class FakeLLM:
     def generate(self, prompts: list[Any], params: Any, **kwargs: Any) -> list[SimpleNamespace]:
         self.calls.append((prompts, params, kwargs))
         texts = [f"  reply {p['prompt_token_ids']}\n" for p in prompts]
-        return [SimpleNamespace(outputs=[SimpleNamespace(text=t)]) for t in texts]
+        return [SimpleNamespace(outputs=[SimpleNamespace(text=t, finish_reason="stop")]) for t in texts]
 
 
 def fake_vllm() -> ModuleType:
@@ -155,7 +155,8 @@ def test_replies_come_back_stripped_in_prompt_order(with_fake_vllm: None) -> Non
     sampler = VllmSampler("m", tokenizer, diverse_cfg())
     prompts = ["one", "three words here", "two words"]
     replies = sampler.generate(prompts, seed=0)
-    assert replies == [f"reply {tokenizer.encode(p, add_special_tokens=False)}" for p in prompts]
+    assert [r.text for r in replies] == [f"reply {tokenizer.encode(p, add_special_tokens=False)}" for p in prompts]
+    assert {r.finish for r in replies} == {"stop"}
     assert sampler.generate([], seed=0) == []
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from delia.data.tokenize import render
 from delia.diverse.cache import SampleCache, cache_key
 from delia.diverse.queries import is_reserved, load_queries, query_for, query_order, sampling_prompt
-from delia.diverse.samplers import make_sampler
+from delia.diverse.samplers import Sampled, make_sampler
 from delia.model.generate import evaluating
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _sample_missing(
     order: list[int],
     queries: list[dict[str, str]],
     cache: SampleCache,
-    generate: Callable[[list[str], int], list[str]],
+    generate: Callable[[list[str], int], list[Sampled]],
 ) -> None:
     prompts = {
         i: render(tokenizer, sampling_prompt(query_for(i, order, queries), cfg.use_reference), True)
@@ -104,7 +104,13 @@ def _sample_missing(
             for i, reply in zip(batch, replies, strict=True):
                 query = query_for(i, order, queries)
                 records.append(
-                    {"i": i, "query_id": str(query["id"]), "query": query["query"], "response": reply}
+                    {
+                        "i": i,
+                        "query_id": str(query["id"]),
+                        "query": query["query"],
+                        "response": reply.text,
+                        "finish": reply.finish,
+                    }
                 )
             cache.append(records)
 
@@ -116,4 +122,5 @@ def _as_record(sample: dict[str, Any]) -> dict[str, Any]:
             {"role": "assistant", "content": sample["response"]},
         ],
         "origin": f"diverse/{sample['i']}",
+        "truncated": sample["finish"] == "length",
     }

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from delia.infra.files import file_lock
 
-PROMPT_VERSION = 2  # 2: queries reserved for the retention slice are never sampled for training
+PROMPT_VERSION = 3  # 2: retention queries reserved; 3: records say why each answer ended (finish)
 
 
 def cache_key(
@@ -41,7 +41,7 @@ def cache_key(
 
 
 def _checksum(record: dict[str, Any]) -> str:
-    body = json.dumps({k: record[k] for k in ("i", "query_id", "query", "response")}, sort_keys=True)
+    body = json.dumps({k: record[k] for k in ("i", "query_id", "query", "response", "finish")}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import torch
 from omegaconf import DictConfig
 
 from delia.infra.errors import DeliaError
-from delia.model.generate import generate_new_tokens
+from delia.model.generate import end_of_turn_ids, finished, generate_new_tokens
 
 
-def generate_batch(model: Any, tokenizer: Any, prompts: list[str], cfg: DictConfig, seed: int) -> list[str]:
-    """Sample one reply per prompt (left padding, stop at end of turn)."""
+Finish = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """One sampled reply and why it ended: ``stop`` (an end-of-turn token) or ``length`` (cut short)."""
+
+    text: str
+    finish: Finish
+
+
+def generate_batch(model: Any, tokenizer: Any, prompts: list[str], cfg: DictConfig, seed: int) -> list[Sampled]:
+    """Sample one reply per prompt (left padding, stop at any end-of-turn token)."""
     torch.manual_seed(seed)
     new_tokens = generate_new_tokens(
         model,
@@ -24,13 +36,15 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], cfg: DictConf
         top_p=float(cfg.top_p),
         max_new_tokens=int(cfg.max_new_tokens),
     )
-    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    ended = finished(new_tokens, end_of_turn_ids(tokenizer))
+    return [Sampled(t.strip(), "stop" if done else "length") for t, done in zip(texts, ended, strict=True)]
 
 
 class Sampler(Protocol):
     """A backend that answers a batch of chat-templated prompts, one sampled reply each."""
 
-    def generate(self, prompts: list[str], seed: int) -> list[str]: ...
+    def generate(self, prompts: list[str], seed: int) -> list[Sampled]: ...
 
     def close(self) -> None: ...
 
@@ -41,7 +55,7 @@ class TransformersSampler:
     def __init__(self, model: Any, tokenizer: Any, cfg: DictConfig) -> None:
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
 
-    def generate(self, prompts: list[str], seed: int) -> list[str]:
+    def generate(self, prompts: list[str], seed: int) -> list[Sampled]:
         return generate_batch(self.model, self.tokenizer, prompts, self.cfg, seed)
 
     def close(self) -> None:

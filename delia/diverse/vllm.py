@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from delia.diverse.samplers import Sampled
 from delia.infra.errors import DeliaError
+from delia.model.generate import end_of_turn_ids
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def token_prompts(vllm: ModuleType, tokenizer: Any, prompts: list[str]) -> list[
     ]
 
 
-def sampling_params(vllm: ModuleType, cfg: DictConfig, seed: int, eos_token_id: int | None) -> Any:
+def sampling_params(vllm: ModuleType, cfg: DictConfig, seed: int, stop_ids: list[int]) -> Any:
     """One reply per prompt at the configured temperature, top-p and length, seeded."""
     return vllm.SamplingParams(
         n=1,
@@ -75,9 +77,8 @@ def sampling_params(vllm: ModuleType, cfg: DictConfig, seed: int, eos_token_id: 
         top_p=float(cfg.top_p),
         max_tokens=int(cfg.max_new_tokens),
         seed=seed,
-        # Same stop as the transformers path (``eos_token_id=tokenizer.eos_token_id``), in case the
-        # model's generation config names another end token.
-        stop_token_ids=[eos_token_id] if eos_token_id is not None else None,
+        # the same stops as the transformers path: every end-of-turn token of the chat template
+        stop_token_ids=stop_ids or None,
         skip_special_tokens=True,
     )
 
@@ -100,7 +101,7 @@ class VllmSampler:
             model=model_path, seed=int(cfg.seed), trust_remote_code=False, **options
         )
 
-    def generate(self, prompts: list[str], seed: int) -> list[str]:
+    def generate(self, prompts: list[str], seed: int) -> list[Sampled]:
         """Sample one reply per prompt; replies come back stripped, in the order of the prompts.
 
         Prompt ``k`` is seeded with ``seed + k``: one shared seed would give every prompt of the batch
@@ -110,12 +111,15 @@ class VllmSampler:
             raise DeliaError("diverse.sampler=vllm: the sampler was closed; build a new VllmSampler")
         if not prompts:
             return []
-        eos = getattr(self.tokenizer, "eos_token_id", None)
-        params = [sampling_params(self._vllm, self.cfg, seed + k, eos) for k in range(len(prompts))]
+        stops = end_of_turn_ids(self.tokenizer)
+        params = [sampling_params(self._vllm, self.cfg, seed + k, stops) for k in range(len(prompts))]
         outputs = self.llm.generate(
             token_prompts(self._vllm, self.tokenizer, prompts), params, use_tqdm=False
         )
-        return [out.outputs[0].text.strip() for out in outputs]
+        return [
+            Sampled(out.outputs[0].text.strip(), "length" if out.outputs[0].finish_reason == "length" else "stop")
+            for out in outputs
+        ]
 
     def close(self) -> None:
         """Free the engine and the GPU memory it holds; calling it twice is harmless."""

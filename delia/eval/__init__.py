@@ -18,7 +18,7 @@ from delia.data.datamodule import collate
 from delia.data.tokenize import encode_all, generation_prompt
 from delia.eval.representation import representation_distances
 from delia.eval.sep_metrics import format_scores, negative_control_rate
-from delia.model.generate import evaluating, generate_new_tokens
+from delia.model.generate import end_of_turn_texts, evaluating, generate_new_tokens
 from delia.module import token_losses
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,9 @@ def generate_replies(
 
 
 def _cut_at_end_of_turn(text: str, tokenizer: Any) -> str:
-    """Keep the reply up to the end-of-turn token (the new special token itself is kept visible)."""
-    for stop in (tokenizer.eos_token, tokenizer.pad_token):
-        if stop and stop in text:
+    """Keep the reply up to the end of its turn (the new special token itself is kept visible)."""
+    for stop in end_of_turn_texts(tokenizer):
+        if stop in text:
             text = text.split(stop)[0]
     return text.strip()
 

@@ -21,6 +21,34 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
+# end-of-turn markers of common chat templates; a model stops at any of them that its template writes
+END_OF_TURN_MARKERS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The token ids that end a turn: the EOS token and every end-of-turn marker of the chat template.
+
+    Gemma ends a turn with ``<end_of_turn>``, not with its EOS token: stopping on EOS alone would run
+    such a model on into the next turn.
+    """
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    template = str(getattr(tokenizer, "chat_template", "") or "")
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    ids |= {vocab[marker] for marker in END_OF_TURN_MARKERS if marker in vocab and marker in template}
+    return sorted(ids)
+
+
+def end_of_turn_texts(tokenizer: Any) -> list[str]:
+    """The end-of-turn markers as text (to cut a decoded reply), plus the pad token."""
+    texts = [tokenizer.convert_ids_to_tokens(i) for i in end_of_turn_ids(tokenizer)]
+    return [t for t in [*texts, tokenizer.pad_token] if t]
+
+
+def finished(new_tokens: torch.Tensor, stop_ids: list[int]) -> list[bool]:
+    """Per row: whether generation ended at an end-of-turn token (else it hit the length limit)."""
+    return torch.isin(new_tokens, torch.tensor(stop_ids, device=new_tokens.device)).any(dim=1).tolist()
+
+
 @torch.inference_mode()
 def generate_new_tokens(
     model: Any, tokenizer: Any, prompts: list[str], **generate_kwargs: Any
@@ -28,7 +56,7 @@ def generate_new_tokens(
     """The generated token ids (prompt cut off) for ``prompts``, batched with left padding.
 
     The prompts are already rendered with the chat template, so no special tokens are added; generation
-    stops at the tokenizer's end-of-turn token and pads with its pad token.
+    stops at any end-of-turn token of the template (:func:`end_of_turn_ids`) and pads with the pad token.
     """
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -37,6 +65,6 @@ def generate_new_tokens(
     finally:
         tokenizer.padding_side = side
     out = model.generate(
-        **enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **generate_kwargs
+        **enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=end_of_turn_ids(tokenizer), **generate_kwargs
     )
     return out[:, enc["input_ids"].shape[1] :]
