@@ -212,3 +212,9 @@ def test_an_unknown_key_without_plus_is_named_before_hydra_runs() -> None:
     # options that exist only under the chosen group option are found there
     assert unknown_key(["schedule=two_stage", "schedule.stage1_fraction=0.3"]) is None
     assert unknown_key(["schedule.stage1_fraction=0.3"]) is not None
+
+
+def test_a_key_whose_value_is_still_missing_is_known() -> None:
+    from delia.cli import unknown_key
+
+    assert unknown_key(["dataset=jsonl", "dataset.path=train.jsonl"]) is None

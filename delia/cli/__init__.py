@@ -63,7 +63,7 @@ def unknown_key(argv: list[str], config_name: str = "train", conf_dir: str = CON
     for key in keys:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent)
-        if isinstance(node, DictConfig) and leaf not in node:
+        if isinstance(node, DictConfig) and leaf not in list(node.keys()):  # `in` skips ??? values
             close = difflib.get_close_matches(leaf, [str(k) for k in node], n=1)
             hint = f"did you mean {parent}.{close[0]}? " if close else ""
             return f"{key} is not an option of {parent}; {hint}it takes: {', '.join(map(str, node))}"
