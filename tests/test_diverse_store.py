@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from delia.data import diverse_store
+from delia.diverse import store as diverse_store
 from delia.data.tokenize import encode_all
 from delia.diverse.store import DiverseStore, build_store
 

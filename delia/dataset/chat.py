@@ -133,4 +133,6 @@ def build_splits(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
         evaluation, train = shuffled[:n_eval], shuffled[n_eval:]
     if cfg.train_size is not None:
         train = train[: int(cfg.train_size)]
+    if cfg.get("eval_size") is not None:
+        evaluation = evaluation[: int(cfg.eval_size)]
     return {"train": train, "eval": evaluation}

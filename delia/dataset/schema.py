@@ -54,6 +54,7 @@ class Chat(_Dataset):
     format: Literal["messages", "prompt_response", "instruction"]
     columns: Columns
     train_size: PositiveInt | None = None
+    eval_size: PositiveInt | None = None
     max_line_bytes: PositiveInt
 
 
