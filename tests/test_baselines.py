@@ -236,7 +236,7 @@ def test_ctg_trains_nothing_and_prompts_with_the_description(tmp_path: Path, mon
 
 def test_disperse_merge_trains_each_portion_and_saves_one_merged_adapter(tmp_path: Path) -> None:
     from delia.baselines import prompted_task as build_task
-    from delia.eval import eval_loss
+    from delia.eval.evaluate import eval_loss
     from delia.model import load_adapter
 
     run_dir, metrics = _run(tmp_path, "baseline=disperse_merge", "trainer.max_steps=4")
@@ -262,3 +262,18 @@ def test_random_token_keeps_its_random_row_untrained(tmp_path: Path) -> None:
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert not config.get("trainable_token_indices")
     assert metrics["train/seen_task_examples"] > 0 and metrics["train/seen_diverse_examples"] == 0
+
+
+def test_the_default_disperse_merge_is_the_exact_average_of_the_portions_updates(tiny_model) -> None:
+    default = compose_train(["baseline=disperse_merge"]).baseline
+    peft_model, _, cfg = _two_adapters(tiny_model, str(default.combination))
+    layers = peft_model.base_model.model.model.layers
+    modules = [
+        getattr(layer.self_attn, name)
+        for layer in layers
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+    ]
+    expected = [0.5 * (m.get_delta_weight("default") + m.get_delta_weight("portion1")) for m in modules]
+    baselines.merge_adapters(peft_model, ["default", "portion1"], cfg)
+    for module, want in zip(modules, expected, strict=True):
+        torch.testing.assert_close(module.get_delta_weight("default"), want, rtol=1e-5, atol=1e-6)

@@ -67,7 +67,7 @@ def test_ddp_sim_only_rank_zero_writes(ddp_run: Path) -> None:
 
 def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> None:
     from delia.baselines import prompted_task as build_task
-    from delia.eval import eval_loss
+    from delia.eval.evaluate import eval_loss
     from delia.model import load_adapter
 
     cfg = compose_train(FAST)

@@ -32,8 +32,8 @@ def test_only_assistant_replies_carry_labels(tiny_model) -> None:
 def test_labels_never_all_masked_on_the_builtin_task(tiny_model, tmp_path) -> None:
     _, tok = tiny_model
     splits = sep_format.build_splits(compose_train([], run_dir=tmp_path).dataset)
-    items = encode_all(tok, splits["train"] + splits["eval"], 512, "error", "sep")
-    assert len(items) == len(splits["train"]) + len(splits["eval"])
+    items = encode_all(tok, splits["train"] + splits["seen_wordings"], 512, "error", "sep")
+    assert len(items) == len(splits["train"]) + len(splits["seen_wordings"])
     for item in items:
         labelled = [label for label in item["labels"] if label != IGNORE_INDEX]
         assert labelled, "an example has no trained token"

@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from delia.callbacks.preemption import PreemptionCheckpoint
+from delia.callbacks.representation import RepresentationTracker
+from delia.dataset import prior_description
 
 
 def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
@@ -28,6 +30,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Any]:
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint | PreemptionCheckpoint):
             callback.dirpath = type(callback.dirpath)(ckpt_dir) if callback.dirpath is not None else None
+        if isinstance(callback, RepresentationTracker):
+            callback.description = prior_description(cfg.dataset)
     return callbacks
 
 

@@ -33,7 +33,7 @@ def earlier_metrics(run_dir: Path) -> dict[str, Any]:
 
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     from delia.baselines import prompted_task
-    from delia.eval import evaluate, results_table
+    from delia.eval.evaluate import evaluate, results_table
     from delia.infra.files import write_json
     from delia.model import load_adapter
 

@@ -41,6 +41,7 @@ class Columns(Closed):
     instruction: str
     input: str
     output: str
+    split: str = "split"
 
 
 class Chat(_Dataset):

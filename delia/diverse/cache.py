@@ -34,6 +34,8 @@ def cache_key(
         "use_reference": bool(cfg.use_reference),
         "seed": int(cfg.seed),
         "prompt_version": PROMPT_VERSION,
+        "truncated": str(cfg.get("truncated", "no_eos")),
+        "system_prompt": cfg.get("system_prompt"),
     }
     if cfg.get("sampler", "transformers") != "transformers":  # another backend draws other samples
         settings["sampler"] = str(cfg.sampler)
@@ -41,7 +43,9 @@ def cache_key(
 
 
 def _checksum(record: dict[str, Any]) -> str:
-    body = json.dumps({k: record[k] for k in ("i", "query_id", "query", "response", "finish")}, sort_keys=True)
+    body = json.dumps(
+        {k: record[k] for k in ("i", "query_id", "query", "response", "finish")}, sort_keys=True
+    )
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 

@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 from delia.infra.errors import DeliaError
 from delia.model.generate import end_of_turn_ids, finished, generate_new_tokens
 
-
 Finish = Literal["stop", "length"]
 
 
@@ -24,7 +23,9 @@ class Sampled:
     finish: Finish
 
 
-def generate_batch(model: Any, tokenizer: Any, prompts: list[str], cfg: DictConfig, seed: int) -> list[Sampled]:
+def generate_batch(
+    model: Any, tokenizer: Any, prompts: list[str], cfg: DictConfig, seed: int
+) -> list[Sampled]:
     """Sample one reply per prompt (left padding, stop at any end-of-turn token)."""
     torch.manual_seed(seed)
     new_tokens = generate_new_tokens(

@@ -15,13 +15,23 @@ class VllmOptions(Closed):
     tensor_parallel_size: PositiveInt = 1
 
 
+class SelfQueries(Closed):
+    temperature: float = Field(gt=0)
+    top_p: float = Field(gt=0, le=1)
+    max_new_tokens: PositiveInt
+
+
 class SelfSample(Closed):
     """Diverse data sampled from the model itself (delia/diverse/)."""
 
     name: Literal["self_sample"]
     ratio: NonNegativeFloat
     queries: str
+    allow_repeats: bool = False
     use_reference: bool
+    system_prompt: str | None = None
+    truncated: Literal["no_eos", "drop"] = "no_eos"
+    self_queries: SelfQueries
     temperature: float = Field(gt=0)
     top_p: float = Field(gt=0, le=1)
     max_new_tokens: PositiveInt

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from delia.data.tokenize import generation_prompt
 from delia.diverse import self_sample
-from delia.eval import eval_loss, generate_replies
+from delia.eval.evaluate import eval_loss, generate_replies
 from delia.eval.probe import ProbeItem, load_probe, probe_accuracy, probe_messages
 from delia.infra.files import write_json
 from delia.model.generate import evaluating

@@ -36,15 +36,23 @@ CONFIG_FIELDS = (
     "peft.name",
     "optimizer.lr",
     "trainer.max_steps",
+    "protocol.name",
+    "protocol.task_epochs",
 )
-# the metrics of the paper's figure, in its order; eval/loss stands in when generation was off
+# the metrics of the paper's figure, in its order; eval/loss stands in when generation was off.
+# eval/format_acc and eval/label_acc are read from result folders written before the splits were named
+# by their wordings (that split mixed wordings a run trained on with others): shown under their own name.
 KEY_METRICS = (
+    "seen_wordings/format_acc",
+    "seen_wordings/label_acc",
+    "unseen_wordings/format_acc",
+    "unseen_wordings/label_acc",
+    "negative/format_rate",
     "eval/format_acc",
     "eval/label_acc",
-    "heldout/format_acc",
-    "heldout/label_acc",
-    "negative/format_rate",
 )
+# older names of the same measurement (the held-out wordings split was called heldout)
+RENAMED = {"heldout/": "unseen_wordings/"}
 FALLBACK_METRICS = ("eval/loss",)
 LOSS_COLUMNS = ("train/loss_task", "train/loss_diverse")
 PLOT_FILES = {
@@ -174,9 +182,12 @@ def last_error(log_file: Path) -> str:
 
 
 def parse_metrics(raw: dict[str, Any]) -> dict[str, float]:
-    """Numeric metrics as floats; null becomes NaN; anything else is dropped."""
+    """Numeric metrics as floats; null becomes NaN; anything else is dropped; old names renamed."""
     out: dict[str, float] = {}
-    for name, value in raw.items():
+    for old_name, value in raw.items():
+        name = next(
+            (new + old_name[len(old) :] for old, new in RENAMED.items() if old_name.startswith(old)), old_name
+        )
         if value is None:
             out[name] = math.nan
         elif isinstance(value, int | float) and not isinstance(value, bool):
