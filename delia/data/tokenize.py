@@ -87,7 +87,8 @@ def _ids_and_labels(tokenizer: Any, pieces: list[tuple[str, bool]]) -> tuple[lis
 
 
 def _by_offsets(tokenizer: Any, whole: str, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
-    """The whole text tokenized at once; a token is labelled when it starts inside a trained piece."""
+    """The whole text tokenized at once; a token is labelled when it overlaps a trained piece (a
+    SentencePiece token such as "▁blue" also covers the space before the reply)."""
     spans, start = [], 0
     for text, trained in pieces:
         if trained:
@@ -95,8 +96,8 @@ def _by_offsets(tokenizer: Any, whole: str, pieces: list[tuple[str, bool]]) -> t
         start += len(text)
     enc = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
     labels = [
-        token if any(a <= begin < b for a, b in spans) else IGNORE_INDEX
-        for token, (begin, _) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+        token if any(begin < b and end > a for a, b in spans) else IGNORE_INDEX
+        for token, (begin, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
     ]
     return list(enc["input_ids"]), labels
 

@@ -24,7 +24,7 @@ class SelfQueries(Closed):
 class SelfSample(Closed):
     """Diverse data sampled from the model itself (delia/diverse/)."""
 
-    name: Literal["self_sample"]
+    name: Literal["self_sample", "none"]  # none: no diverse data, whatever the ratio
     ratio: NonNegativeFloat
     queries: str
     allow_repeats: bool = False
@@ -41,11 +41,4 @@ class SelfSample(Closed):
     vllm: VllmOptions
 
 
-class NoDiverse(Closed):
-    """No diverse data, whatever ratio another config sets."""
-
-    name: Literal["none"]
-    ratio: NonNegativeFloat = 0.0
-
-
-DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": NoDiverse}
+DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": SelfSample}
