@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import PositiveInt
@@ -80,11 +81,32 @@ EXTRA_TOP = ("bench",)  # checked by the tool that adds them
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config with every interpolation resolved; a broken one is a one-line error."""
+    """The config with every interpolation resolved; a broken one is a one-line error.
+
+    Outside a Hydra app (tests, notebooks) the ``${hydra:...}`` values cannot resolve: they are checked
+    as the text they hold.
+    """
+    if not HydraConfig.initialized():
+        cfg = _without_hydra_interpolations(cfg)
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise DeliaError(f"{err.full_key or 'config'}: {str(err).splitlines()[0]}") from None
+
+
+def _without_hydra_interpolations(cfg: DictConfig) -> DictConfig:
+    copy = cfg.copy()
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key, value in _leaf_items(raw, ""):
+        if isinstance(value, str) and "${hydra:" in value:
+            OmegaConf.update(copy, key, value.replace("${hydra:", "hydra:{"), merge=False)
+    return copy
+
+
+def _leaf_items(node: Any, prefix: str) -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [item for k, v in node.items() for item in _leaf_items(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), node)]
 
 
 def check_schemas(values: dict[str, Any]) -> None:

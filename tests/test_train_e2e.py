@@ -51,7 +51,7 @@ def test_checkpoint_holds_only_trainable_weights(tiny_run) -> None:
 
 
 def test_delia_eval_reproduces_the_training_metrics(tiny_run) -> None:
-    from delia.eval import evaluate_run
+    from delia.cli.eval import evaluate_run
 
     run_dir, metrics = tiny_run
     cfg = compose_train([f"run_dir={run_dir}"], name="eval_run")

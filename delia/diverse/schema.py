@@ -18,7 +18,7 @@ class VllmOptions(Closed):
 class SelfSample(Closed):
     """Diverse data sampled from the model itself (delia/diverse/)."""
 
-    name: Literal["self_sample"]
+    name: Literal["self_sample", "none"]  # none: no diverse data, whatever the ratio
     ratio: NonNegativeFloat
     queries: str
     use_reference: bool
@@ -31,11 +31,4 @@ class SelfSample(Closed):
     vllm: VllmOptions
 
 
-class NoDiverse(Closed):
-    """No diverse data, whatever ratio another config sets."""
-
-    name: Literal["none"]
-    ratio: NonNegativeFloat = 0.0
-
-
-DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": NoDiverse}
+DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": SelfSample}
