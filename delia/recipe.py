@@ -25,11 +25,12 @@ from omegaconf import DictConfig
 from delia.baselines import prompted_task
 from delia.baselines.disperse_merge import disperse_then_merge
 from delia.callbacks import build_callbacks, preempted_at
+from delia.callbacks.buffering import BufferingDiagnostics
 from delia.config import refuse_finished_run, validate, validate_steps
 from delia.data.datamodule import build_datamodule
 from delia.data.mixing import diverse_count, diverse_ratio
 from delia.data.tokenize import encode_all
-from delia.dataset import prior_description
+from delia.dataset import loss_split, prior_description
 from delia.diverse import self_sample
 from delia.eval import retention
 from delia.eval.evaluate import evaluate, results_table, run_representation
@@ -136,11 +137,9 @@ def prepare_data(cfg: DictConfig) -> Data:
     log.info(
         "downstream examples: %d, diverse examples: %d (ratio %s)", len(splits["train"]), len(diverse), ratio
     )
-    heldout = (
-        retention.heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity)
-        if cfg.retention.enabled
-        else []
-    )
+    # the held-out diverse slice: retention's yardstick and the buffering diagnostics' diverse probe
+    wanted = cfg.retention.enabled or "buffering" in cfg.callbacks
+    heldout = retention.heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity) if wanted else []
     truncated = drawn.get("truncated", 0) / drawn["drawn"] if drawn.get("drawn") else 0.0
     return Data(model, tokenizer, splits, diverse, heldout, identity, truncated)
 
@@ -190,6 +189,7 @@ def train_by_baseline(
         length.task_epochs,
         data.diverse,
         loggers,
+        data.heldout,
     )
 
 
@@ -204,6 +204,7 @@ def fit(
     task_epochs: int | None,
     diverse: list[dict[str, Any]],
     loggers: list[Any],
+    heldout: list[dict[str, Any]] | None = None,
 ) -> tuple[L.Trainer, int | None]:
     """Steps 5-6: train on the downstream examples mixed with the diverse ones, as the schedule says.
 
@@ -214,6 +215,9 @@ def fit(
     datamodule = build_datamodule(cfg, tokenizer, splits, diverse, schedule, max_steps, task_epochs)
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     callbacks = build_callbacks(cfg, ckpt_dir)
+    for callback in callbacks:
+        if isinstance(callback, BufferingDiagnostics):  # probes that training never sees
+            callback.probe(loss_split(splits), heldout or [], tokenizer, int(cfg.data.max_length))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         max_steps=max_steps,
@@ -252,6 +256,9 @@ def finish(
     metrics.update(training_counts(trainer, len(data.splits["train"]), len(data.diverse)))
     metrics.update(length.as_metrics())
     metrics["train/diverse_truncated_share"] = data.truncated_share
+    for callback in trainer.callbacks if trainer is not None else []:
+        if isinstance(callback, BufferingDiagnostics):
+            metrics.update(callback.summary())
     if cfg.baseline.train and metrics["train/downstream_examples"]:  # passes over the task each example got
         metrics["protocol/task_exposure"] = metrics[SEEN_KEYS[0]] / metrics["train/downstream_examples"]
     samples = results.pop("samples")

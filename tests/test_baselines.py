@@ -49,8 +49,7 @@ def test_each_baseline_sets_what_defines_it() -> None:
     assert not cfg("ctg").baseline.train and cfg("ctg").baseline.prior_description_in_prompt
     assert cfg("dmt").schedule.name == "two_stage" and cfg("dmt").diverse.name == "self_sample"
     assert (
-        cfg("disperse_merge").baseline.portions == 2
-        and cfg("disperse_merge").baseline.combination == "linear"
+        cfg("disperse_merge").baseline.portions == 2 and cfg("disperse_merge").baseline.combination == "cat"
     )
     delia = cfg("delia")
     assert delia.diverse.name == "self_sample" and delia.dataset.diversify_instructions
@@ -71,7 +70,7 @@ def test_each_baseline_sets_what_defines_it() -> None:
         (["baseline=disperse_merge", "baseline.combination=average"], "baseline.combination"),
         (["baseline=disperse_merge", "baseline.combination=ties", "baseline.density=0"], "baseline.density"),
         (["baseline=mean_embedding", "dataset=jsonl", "dataset.path=x.jsonl"], "adds none"),
-        (["baseline.name=magic"], "baseline.name='magic' is unknown"),
+        (["baseline.name=magic"], "baseline.name='magic': input should be 'delia'"),
     ],
 )
 def test_combinations_that_make_no_sense_are_refused(overrides: list[str], message: str) -> None:
@@ -222,7 +221,9 @@ def test_ctg_trains_nothing_and_prompts_with_the_description(tmp_path: Path, mon
     real = recipe.evaluate
 
     def spy(model, tokenizer, splits, cfg):
-        prompts.extend(m["content"] for r in splits["eval"] for m in r["messages"] if m["role"] == "user")
+        prompts.extend(
+            m["content"] for r in splits["seen_wordings"] for m in r["messages"] if m["role"] == "user"
+        )
         return real(model, tokenizer, splits, cfg)
 
     monkeypatch.setattr(recipe, "evaluate", spy)
@@ -249,7 +250,7 @@ def test_disperse_merge_trains_each_portion_and_saves_one_merged_adapter(tmp_pat
     assert metrics["train/seen_task_examples"] == 4 * compose_train(TINY).data.batch_size  # both portions
     cfg = compose_train([*TINY, "baseline=disperse_merge"])
     model, tok = load_adapter(run_dir / "adapter", cfg.model, cfg.paths.cache_dir)
-    loss = eval_loss(model, tok, build_task(cfg)["eval"], cfg.data.max_length, cfg.eval.batch_size)
+    loss = eval_loss(model, tok, build_task(cfg)["seen_wordings"], cfg.data.max_length, cfg.eval.batch_size)
     assert loss == pytest.approx(metrics["eval/loss"], rel=1e-6)
     portion0 = load_file(str(run_dir / "portions" / "0" / baselines.PORTION_FILE))
     saved = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))

@@ -21,7 +21,7 @@ def _cfg(tmp_path: Path, *overrides: str):
 
 
 def test_exposure_steps_follow_from_the_data(tmp_path: Path) -> None:
-    # the default: 64 downstream examples, ratio 1, batch 8, one pass -> (64 + 64) / 8 = 16 steps
+    # 64 downstream examples, ratio 1, batch 8, one pass -> (64 + 64) / 8 = 16 steps
     length = run_length(_cfg(tmp_path), 64)
     assert (length.protocol, length.steps, length.task_epochs) == ("exposure", 16, 1)
     # the release: 100 examples, ratio 260, batch 16 x accumulation 4 -> 100 x 261 / 64 = 408 steps

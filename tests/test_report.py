@@ -239,3 +239,15 @@ def test_metrics_option_keeps_only_those_columns_in_that_order(sweep: Path, tmp_
         line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| baseline")
     )
     assert header.endswith("| n_seeds | train/seen_task_examples | eval/loss |")
+
+
+def test_old_result_folders_stay_readable_under_the_new_split_names(tmp_path: Path) -> None:
+    sweep = tmp_path / "old"
+    for seed in (1, 2):
+        old = {"eval/format_acc": 0.5, "heldout/format_acc": 0.25 * seed, "heldout/label_acc": 0.5}
+        fake_job(sweep, seed, "delia", "none", 32, seed, old)
+    report = collect(sweep)
+    job = report.finished[0]
+    assert job.metrics["unseen_wordings/format_acc"] == 0.25 and "heldout/format_acc" not in job.metrics
+    assert job.metrics["eval/format_acc"] == 0.5  # the old mixed-wordings split keeps its own name
+    assert summary_table(report)[0]["unseen_wordings/format_acc mean"] == pytest.approx(0.375)

@@ -95,7 +95,8 @@ def test_pieces_that_tokenize_differently_alone_fall_back_to_the_whole_conversat
     pieces = [tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)]
     pieces.append(whole[len(pieces[0]) :])
     # precondition: piece by piece, this tokenizer puts a "▁" where the whole text has none
-    assert sum((tok.encode(p, add_special_tokens=False) for p in pieces), []) != tok.encode(whole, add_special_tokens=False)
+    by_piece = [i for piece in pieces for i in tok.encode(piece, add_special_tokens=False)]
+    assert by_piece != tok.encode(whole, add_special_tokens=False)
     assert item["input_ids"] == tok.encode(whole, add_special_tokens=False)
     trained = tok.decode([t for t in item["labels"] if t != IGNORE_INDEX])
     assert "blue green" in trained and "colour" not in trained and "user" not in trained

@@ -128,8 +128,13 @@ def _sample_indices(
     """Sample what the cache lacks among ``indices``; return every intact record of the cache."""
     done = cache.read()
     missing = [i for i in indices if i not in done]
+    present = len(indices) - len(missing)
     log.info(
-        "diverse cache %s: %d of %d samples present", cache.folder, len(indices) - len(missing), len(indices)
+        "diverse cache %s: %d of %d samples present, %d to sample",
+        cache.folder,
+        present,
+        len(indices),
+        len(missing),
     )
     if missing:
         with contextlib.closing(make_sampler(model, tokenizer, cfg, model_path)) as backend:
