@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from delia.callbacks.preemption import PreemptionCheckpoint
+from delia.console.progress import StepProgressBar
 
 
 def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
@@ -25,6 +26,8 @@ def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Any]:
     """The configured callbacks; checkpoints go to ``ckpt_dir`` (a disperse_merge portion has its own)."""
     callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if wanted(conf, cfg)]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar())  # step x of max_steps for the whole run
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint | PreemptionCheckpoint):
             callback.dirpath = type(callback.dirpath)(ckpt_dir) if callback.dirpath is not None else None

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
+from delia.console.progress import progress
 from delia.data.tokenize import render
 from delia.diverse.cache import SampleCache, cache_key
 from delia.diverse.queries import is_reserved, load_queries, query_for, query_order, sampling_prompt
@@ -97,7 +97,9 @@ def _sample_missing(
     by_length = sorted(missing, key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
     size = int(cfg.batch_size)
     with evaluating(model):
-        for start in tqdm(range(0, len(by_length), size), desc="self-sampling diverse data", unit="batch"):
+        for start in progress(
+            range(0, len(by_length), size), desc="self-sampling diverse data", unit="batch"
+        ):
             batch = by_length[start : start + size]
             replies = generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
             records = []

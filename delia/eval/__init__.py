@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from delia.console.progress import progress
 from delia.data.datamodule import collate
 from delia.data.tokenize import encode_all, generation_prompt
 from delia.eval.representation import representation_distances
@@ -46,12 +47,17 @@ def eval_loss(
 
 
 def generate_replies(
-    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generating",
 ) -> list[str]:
     """Greedy replies, batched with left padding; prompts sorted by length to waste less padding."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: dict[int, str] = {}
-    for start in range(0, len(order), batch_size):
+    for start in progress(range(0, len(order), batch_size), desc=desc, unit="batch"):
         chunk = order[start : start + batch_size]
         new_tokens = generate_new_tokens(
             model, tokenizer, [prompts[i] for i in chunk], do_sample=False, max_new_tokens=max_new_tokens
@@ -100,7 +106,7 @@ def _evaluate(
             records = splits.get(split, [])
             prompts = [generation_prompt(tokenizer, r["messages"]) for r in records]
             replies = generate_replies(
-                model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size
+                model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, f"evaluating {split}"
             )
             samples[split] = [
                 {"label": r["label"], "reply": reply} for r, reply in zip(records, replies, strict=True)
@@ -120,7 +126,9 @@ def translation_eval(
     from delia.eval.translation_metrics import translation_scores
 
     prompts = [generation_prompt(tokenizer, r["messages"]) for r in records]
-    hypotheses = generate_replies(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    hypotheses = generate_replies(
+        model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, "evaluating translations"
+    )
     references = [r["reference"] for r in records]
     scores = translation_scores(hypotheses, references, cfg.eval.get("bleurt_checkpoint"))
     rows = [

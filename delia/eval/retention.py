@@ -54,7 +54,9 @@ def measure(
     with evaluating(model):
         loss = eval_loss(model, tokenizer, heldout, max_length, int(cfg.batch_size)) if heldout else math.nan
         prompts = [generation_prompt(tokenizer, probe_messages(item)) for item in probe]
-        replies = generate_replies(model, tokenizer, prompts, int(cfg.max_new_tokens), int(cfg.batch_size))
+        replies = generate_replies(
+            model, tokenizer, prompts, int(cfg.max_new_tokens), int(cfg.batch_size), "retention probe"
+        )
     return {"ppl_heldout_diverse": math.exp(loss), "probe_acc": probe_accuracy(replies, probe)}
 
 
