@@ -160,7 +160,7 @@ def test_wandb_offline_run_holds_config_tags_and_generations(tmp_path: Path) -> 
     for text in (b"special_token", b"sep_format", b"tiny_random", b"seed42"):
         assert text in data, text
     assert list(offline.rglob("generations*.table.json"))
-    assert list((tmp_path / "wb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "wb" / "tensorboard" / "delia-seed42").glob("events.out.tfevents.*"))
     assert (tmp_path / "wb" / "csv" / "metrics.csv").is_file()
 
 

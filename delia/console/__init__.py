@@ -70,9 +70,12 @@ class ShownOnce(logging.Filter):
 
 
 class ConsoleHandler(logging.StreamHandler):
-    """A console handler that writes around open progress bars instead of into them."""
+    """On a terminal, writes around open progress bars instead of into them (in a log, a bar is a line)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not (sys.stderr.isatty() and self.stream.isatty()):
+            super().emit(record)
+            return
         from tqdm import tqdm
 
         try:

@@ -13,11 +13,34 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks.progress import ProgressBar
+from tqdm import tqdm as std_tqdm
 from tqdm.auto import tqdm
 
 LOG_INTERVAL_S = 30.0
 # what the training bar shows after the counts (metrics logged with prog_bar=True), and how it calls them
 SHOWN = {"train/loss": "loss", "train/loss_task": "loss_task", "val/loss": "val_loss"}
+
+
+class LogBar(std_tqdm):
+    """A bar in a log (not a terminal): each draw is a line of its own, so log lines never land inside a
+    bar; a draw that shows nothing new (the same count and postfix) is skipped."""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg is not None:  # a request to clear or override the line: nothing to undo in a log
+            return False
+        shown = (self.n, self.total, str(self.postfix))
+        if shown != getattr(self, "_last_shown", None):
+            self._last_shown = shown
+            self.fp.write(f"{self}\n")
+            self.fp.flush()
+        return True
+
+    def close(self) -> None:
+        if not self.disable and self.leave:
+            self._ema_dt = lambda: None  # the final line shows the average rate of the whole bar
+            self.display()
+        self.leave = False  # the final line is written: tqdm's own close must not add another
+        super().close()
 
 
 def progress(
@@ -29,9 +52,10 @@ def progress(
     initial: int = 0,
     leave: bool = True,
 ) -> Any:
-    """A tqdm bar on stderr: redrawn in place on a terminal, every :data:`LOG_INTERVAL_S` s in a log."""
+    """A tqdm bar on stderr: redrawn in place on a terminal; in a log, a line every :data:`LOG_INTERVAL_S` s
+    and one at the end."""
     terminal = sys.stderr.isatty()
-    return tqdm(
+    return (tqdm if terminal else LogBar)(
         iterable,
         desc=desc,
         total=total,

@@ -24,6 +24,11 @@ STORE_FILE = "mlflow.db"  # the SQLite store, in paths.output_root
 POINTER_FILE = "mlflow.json"  # in a run dir: which store, experiment and run it logged to
 
 
+def store_uri(store_dir: str | Path) -> str:
+    """``sqlite:////abs/outputs/mlflow.db``: the MLflow store of every run under ``store_dir``."""
+    return f"sqlite:///{Path(store_dir).expanduser().resolve() / STORE_FILE}"
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"optimizer.lr": 0.0002, ...}``: nested options under the keys a Hydra override would use."""
     out: dict[str, Any] = {}

@@ -21,16 +21,12 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from delia.dashboard import POINTER_FILE, SINGLE_RUNS, STORE_FILE, flatten, run_name
+from delia.dashboard import POINTER_FILE, SINGLE_RUNS, STORE_FILE, flatten, run_name, store_uri
 from delia.infra.files import file_lock, write_json
 
 RUN_FILES = ("metrics.json", "config.yaml")  # attached to the MLflow run when it ends
 PARAM_CHARS = 500  # MLflow >= 1.28 keeps 500 characters of a parameter value
-
-
-def store_uri(store_dir: str | Path) -> str:
-    """``sqlite:////abs/outputs/mlflow.db`` for a store folder."""
-    return f"sqlite:///{Path(store_dir).expanduser().resolve() / STORE_FILE}"
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
@@ -97,9 +93,10 @@ class DeliaMLFlowLogger(MLFlowLogger):
         found = self._mlflow_client.get_experiment_by_name(self._experiment_name)
         if found is not None and found.lifecycle_stage != "deleted":
             return str(found.experiment_id)
+        # the kind makes MLflow's UI open the experiment on its training runs, not on GenAI traces
         return str(
             self._mlflow_client.create_experiment(
-                self._experiment_name, artifact_location=self._artifact_location
+                self._experiment_name, artifact_location=self._artifact_location, tags=EXPERIMENT_TAGS
             )
         )
 

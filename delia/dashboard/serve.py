@@ -20,8 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from delia.dashboard import POINTER_FILE, STORE_FILE
-from delia.dashboard.mlflow_logger import store_uri
+from delia.dashboard import POINTER_FILE, STORE_FILE, store_uri
 from delia.infra.errors import DeliaError
 
 BACKENDS = ("mlflow", "tensorboard")
@@ -60,9 +59,9 @@ def mlflow_dashboard(folder: Path) -> Dashboard:
         experiments = {str(run["experiment_id"]) for run in runs}
         page = "/"
         if len(experiments) == 1:
-            page = f"/#/experiments/{experiments.pop()}"
+            page = f"/#/experiments/{experiments.pop()}/runs"
             if len(runs) == 1 and (folder / POINTER_FILE).is_file():
-                page += f"/runs/{runs[0]['run_id']}"
+                page += f"/{runs[0]['run_id']}"
         what = f"{len(runs)} run(s) of {runs[0]['experiment_name']}"
         return Dashboard("mlflow", runs[0]["tracking_uri"], page, what)
     if (folder / STORE_FILE).is_file():
