@@ -292,3 +292,29 @@ def test_the_tensorboard_dashboard_lists_a_run_per_job(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_a_resumed_run_continues_its_mlflow_run_and_a_finished_one_is_not_reused(tmp_path: Path) -> None:
+    from delia.dashboard.mlflow_logger import DeliaMLFlowLogger
+
+    def logger() -> DeliaMLFlowLogger:
+        labels = {"method": "delia", "seed": "3"}
+        return DeliaMLFlowLogger(str(tmp_path / "out"), str(tmp_path / "run"), labels=labels)
+
+    first = logger()
+    first.log_hyperparams({"optimizer": {"lr": 0.1}, "resume": False})
+    first.log_metrics({"train/loss_task": 1.0}, step=0)
+    first.finalize("success")  # Lightning ends fitting: the run stays open for evaluation
+    first.close_run(tmp_path / "run")  # preempted: no metrics.json
+    mlflow = client(tmp_path / "out")
+    assert mlflow.get_run(first.run_id).info.status == "KILLED"
+    resumed = logger()
+    resumed.log_hyperparams({"optimizer": {"lr": 0.1}, "resume": True})  # a changed value is kept as it was
+    assert resumed.run_id == first.run_id
+    resumed.log_metrics({"train/loss_task": 0.5}, step=1)
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    resumed.close_run(tmp_path / "run")
+    run = mlflow.get_run(first.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "delia-seed3"
+    assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "train/loss_task")] == [0, 1]
+    assert logger().run_id != first.run_id  # a finished run is never continued

@@ -140,13 +140,14 @@ class DeliaMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def close_run(self, run_dir: Path) -> None:
-        """Attach the run's files (metrics.json, config.yaml) and mark the MLflow run finished."""
+        """Attach the run's files (metrics.json, config.yaml) and end the MLflow run: finished, or killed
+        when the run stopped before its metrics (preempted; ``resume=true`` continues the same run)."""
         if not self._initialized:
             return
         for name in RUN_FILES:
             if (run_dir / name).is_file():
                 self.experiment.log_artifact(self.run_id, str(run_dir / name))
-        super().finalize("success")
+        super().finalize("success" if (run_dir / "metrics.json").is_file() else "KILLED")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,11 +114,11 @@ def free_port(host: str, wanted: int) -> int:
     raise DeliaError(f"no free port on {host}; pass --port <a free port>")
 
 
-def wait_until_up(url: str, alive: object, timeout_s: float = 180.0) -> None:
+def wait_until_up(url: str, alive: Callable[[], bool], timeout_s: float = 180.0) -> None:
     """Poll ``url`` until it answers; ``alive()`` False means the server process ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if callable(alive) and not alive():
+        if not alive():
             raise DeliaError(
                 f"the dashboard server stopped before it answered at {url}; see its output above"
             )
