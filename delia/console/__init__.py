@@ -50,6 +50,14 @@ class Quiet(logging.Filter):
         return record.getMessage() not in QUIET_MESSAGES
 
 
+class NotFileOnly(logging.Filter):
+    """Keep off the console a record logged with ``extra={"file_only": True}`` (e.g. an error that is
+    printed as one ``delia: error:`` line on stderr and only recorded in the log file)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
 class ShownOnce(logging.Filter):
     """Show a message again only if it says something new: an identical record (same logger, level and
     text, e.g. Lightning's "Seed set to 1" when the recipe re-seeds) is not printed a second time.
@@ -132,7 +140,8 @@ def _route_library_logging() -> None:
 
 
 def _filter_handlers() -> None:
-    """Every handler of the root logger drops :data:`QUIET_MESSAGES`; the console shows a message once."""
+    """Every handler of the root logger drops :data:`QUIET_MESSAGES`; the console shows a message once
+    and leaves the file-only records to the log file."""
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, Quiet) for f in handler.filters):
             handler.addFilter(Quiet())
@@ -140,6 +149,7 @@ def _filter_handlers() -> None:
             handler, logging.FileHandler
         )
         if on_console and not any(isinstance(f, ShownOnce) for f in handler.filters):
+            handler.addFilter(NotFileOnly())
             handler.addFilter(ShownOnce())
 
 
