@@ -76,4 +76,4 @@ class DeliaTensorBoardLogger(TensorBoardLogger):
         writer = self.experiment._get_file_writer()
         for summary in hparams(self._hparams, names):
             writer.add_summary(summary)
-        self.experiment.flush()
+        self.finalize("success")  # flush and close the event file
