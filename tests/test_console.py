@@ -66,7 +66,7 @@ def test_progress_bars_count_the_whole_run_with_a_rate_and_an_eta(console: tuple
     assert training and "2/2 [" in training[-1]
     assert "step/s" in training[-1] or "s/step" in training[-1]  # the rate
     assert "loss_task=" in training[-1]
-    for phase in ("evaluating eval", "evaluating heldout", "retention probe"):
+    for phase in ("evaluating eval", "evaluating heldout", "retention probe after tuning"):
         bar = [line for line in lines if line.startswith(f"{phase}: 100%")]
         assert bar and "<00:00" in bar[-1], phase  # elapsed<remaining: the ETA, and a rate after it
 

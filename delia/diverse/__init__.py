@@ -75,7 +75,8 @@ def self_sample(
         )
         if missing:
             with contextlib.closing(make_sampler(model, tokenizer, cfg, model_path)) as backend:
-                _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend.generate)
+                what = "sampling the held-out retention slice" if heldout else "self-sampling diverse data"
+                _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend.generate, what)
             done = cache.read()
     return [_as_record(done[i]) for i in range(n) if done[i]["response"]]
 
@@ -89,6 +90,7 @@ def _sample_missing(
     queries: list[dict[str, str]],
     cache: SampleCache,
     generate: Callable[[list[str], int], list[str]],
+    what: str = "self-sampling diverse data",
 ) -> None:
     prompts = {
         i: render(tokenizer, sampling_prompt(query_for(i, order, queries), cfg.use_reference), True)
@@ -97,9 +99,7 @@ def _sample_missing(
     by_length = sorted(missing, key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
     size = int(cfg.batch_size)
     with evaluating(model):
-        for start in progress(
-            range(0, len(by_length), size), desc="self-sampling diverse data", unit="batch"
-        ):
+        for start in progress(range(0, len(by_length), size), desc=what, unit="batch"):
             batch = by_length[start : start + size]
             replies = generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
             records = []
