@@ -27,13 +27,14 @@ from delia.baselines.disperse_merge import disperse_then_merge
 from delia.callbacks import build_callbacks, preempted_at
 from delia.callbacks.buffering import BufferingDiagnostics
 from delia.config import refuse_finished_run, validate, validate_steps
+from delia.console.summary import print_summary
 from delia.data.datamodule import build_datamodule
 from delia.data.mixing import diverse_count, diverse_ratio
 from delia.data.tokenize import encode_all
 from delia.dataset import loss_split, prior_description
 from delia.diverse import self_sample
 from delia.eval import retention
-from delia.eval.evaluate import evaluate, results_table, run_representation
+from delia.eval.evaluate import evaluate, run_representation
 from delia.eval.representation import with_step0
 from delia.infra.checkpoint_io import SafetensorsCheckpointIO
 from delia.infra.files import file_lock, write_json
@@ -267,7 +268,7 @@ def finish(
         run_dir / "metrics.json", {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name}
     )
     log_results(loggers, results, samples, trainer.global_step if trainer is not None else 0)
-    print(f"\nDELIA run finished: {run_dir}\n{results_table(metrics)}")
+    print_summary(run_dir, metrics, loggers)
     return metrics
 
 

@@ -58,6 +58,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval_run")
 def _main(cfg: DictConfig) -> None:
+    from delia.console import setup_console
+
+    setup_console()
     run_reporting_errors(evaluate_run, cfg)
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
+from delia.console.progress import progress
 from delia.data.tokenize import render
 from delia.diverse.cache import SampleCache, cache_key
 from delia.diverse.queries import (
@@ -79,11 +79,12 @@ def self_sample(
         (cache.folder / "meta.json").write_text(json.dumps(meta, indent=2))
         cache.drop_torn_tail()
         drawn = n
-        done = _sample_indices(model, tokenizer, cfg, range(n), order, queries, cache, model_path)
+        what = "sampling the held-out retention slice" if heldout else "self-sampling diverse data"
+        done = _sample_indices(model, tokenizer, cfg, range(n), order, queries, cache, model_path, what)
         while cfg.get("truncated", "no_eos") == "drop" and _kept(done, drawn) < n:
             more = range(drawn, drawn + n - _kept(done, drawn))
             _refuse_endless_drops(cfg, drawn, len(order))
-            done = _sample_indices(model, tokenizer, cfg, more, order, queries, cache, model_path)
+            done = _sample_indices(model, tokenizer, cfg, more, order, queries, cache, model_path, what)
             drawn = more.stop
     records = [_as_record(done[i]) for i in range(drawn) if done[i]["response"]]
     if stats is not None:
@@ -124,6 +125,7 @@ def _sample_indices(
     queries: list[dict[str, str]],
     cache: SampleCache,
     model_path: str | None,
+    what: str,
 ) -> dict[int, dict[str, Any]]:
     """Sample what the cache lacks among ``indices``; return every intact record of the cache."""
     done = cache.read()
@@ -138,7 +140,7 @@ def _sample_indices(
     )
     if missing:
         with contextlib.closing(make_sampler(model, tokenizer, cfg, model_path)) as backend:
-            _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend.generate)
+            _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend.generate, what)
         done = cache.read()
     return done
 
@@ -152,6 +154,7 @@ def _sample_missing(
     queries: list[dict[str, str]],
     cache: SampleCache,
     generate: Callable[[list[str], int], list[Sampled]],
+    what: str = "self-sampling diverse data",
 ) -> None:
     system = RELEASE_SYSTEM_PROMPT if cfg.get("system_prompt") == "release" else cfg.get("system_prompt")
     prompts = {
@@ -161,7 +164,7 @@ def _sample_missing(
     by_length = sorted(missing, key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
     size = int(cfg.batch_size)
     with evaluating(model):
-        for start in tqdm(range(0, len(by_length), size), desc="self-sampling diverse data", unit="batch"):
+        for start in progress(range(0, len(by_length), size), desc=what, unit="batch"):
             batch = by_length[start : start + size]
             replies = generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
             records = []

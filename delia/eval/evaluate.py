@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from delia.console.progress import progress
 from delia.data.datamodule import collate
 from delia.data.tokenize import encode_all, generation_prompt
 from delia.dataset import loss_split, prior_description
@@ -43,12 +44,17 @@ def eval_loss(
 
 
 def generate_replies(
-    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generating",
 ) -> list[str]:
     """Greedy replies, batched with left padding; prompts sorted by length to waste less padding."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: dict[int, str] = {}
-    for start in range(0, len(order), batch_size):
+    for start in progress(range(0, len(order), batch_size), desc=desc, unit="batch"):
         chunk = order[start : start + batch_size]
         new_tokens = generate_new_tokens(
             model, tokenizer, [prompts[i] for i in chunk], do_sample=False, max_new_tokens=max_new_tokens
@@ -106,7 +112,9 @@ def format_eval(
 ) -> tuple[list[dict[str, str]], dict[str, float]]:
     """Greedy replies to a split's prompts, scored for the format (and the label, where gold has one)."""
     prompts = [generation_prompt(tokenizer, r["messages"]) for r in records]
-    replies = generate_replies(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    replies = generate_replies(
+        model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, f"evaluating {split}"
+    )
     gold = [gold_label(r, fmt) for r in records]
     rows = [{"label": g or "", "reply": reply} for g, reply in zip(gold, replies, strict=True)]
     if split == "negative":
@@ -129,7 +137,9 @@ def translation_eval(
     from delia.eval.translation_metrics import translation_scores
 
     prompts = [generation_prompt(tokenizer, r["messages"]) for r in records]
-    hypotheses = generate_replies(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    hypotheses = generate_replies(
+        model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, "evaluating translations"
+    )
     references = [r["reference"] for r in records]
     scores = translation_scores(hypotheses, references, cfg.eval.get("bleurt_checkpoint"))
     rows = [
