@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,20 @@ def dashboard_line(loggers: list[Any], folder: Path, what: str) -> str:
     return f"{command}   (needs logger=mlflow or logger=tensorboard; {what} logged CSV only)"
 
 
+# on the console, the representation measures are the centroid distances (absolute, scale-free) and their
+# change from step 0; metrics.json holds every measure (per key word, description context, step 0)
+CONSOLE_REPR = re.compile(r"repr/(rel_)?l2_layer\d+(_change)?$")
+
+
+def console_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics the console table shows."""
+    return {
+        k: v
+        for k, v in metrics.items()
+        if not k.endswith("_step0") and (not k.startswith("repr/") or CONSOLE_REPR.match(k))
+    }
+
+
 def summary(metrics: dict[str, Any], run_dir: Path, loggers: list[Any], sweep: Path | None) -> str:
     """The lines a finished run ends with."""
     from delia.eval.evaluate import results_table
@@ -29,7 +44,8 @@ def summary(metrics: dict[str, Any], run_dir: Path, loggers: list[Any], sweep: P
     return "\n".join(
         [
             f"\nDELIA run finished: {run_dir}",
-            results_table(metrics),
+            results_table(console_metrics(metrics)),
+            f"(all {len(metrics)} metrics, with the value at step 0 of each representation measure: metrics.json)",
             "",
             f"run dir:      {run_dir}",
             f"dashboard:    {dashboard_line(loggers, folder, what)}",
