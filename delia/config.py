@@ -56,6 +56,7 @@ class TopLevel(Closed):
     ckpt_path: str | None = None
     allow_pickle: bool = False
     debug_traceback: bool = False
+    notes: str | None = None
     optimized_metric: str | None = None
 
 
@@ -137,6 +138,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.dataset.get("kind") == "chat" and OmegaConf.is_missing(cfg.dataset, "path"):
         raise DeliaError("dataset=jsonl needs a file: add dataset.path=/path/to/train.jsonl")
     check_schemas(resolved(cfg))
+    _fixed_steps_positive(cfg)
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     check_combination(cfg)
@@ -148,6 +150,15 @@ def validate(cfg: DictConfig) -> None:
     ):
         raise DeliaError(
             "schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0"
+        )
+
+
+def _fixed_steps_positive(cfg: DictConfig) -> None:
+    steps = cfg.trainer.get("max_steps")
+    if steps is not None and (not isinstance(steps, int) or steps <= 0):
+        raise DeliaError(
+            f"trainer.max_steps={steps} must be a positive integer, or null to derive the steps from the data "
+            f"(protocol=exposure)"
         )
 
 

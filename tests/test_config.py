@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from delia.cli import CONF_DIR
-from delia.config import validate
+from delia import protocol
+from delia.config import validate, validate_steps
 from delia.infra.errors import DeliaError
 from tests.conftest import compose_train
 
@@ -50,6 +51,8 @@ def test_every_option_composes_and_validates(group: str, option: str, tmp_path: 
             validate(cfg)
         cfg = compose_train([f"{group}={option}", *fix], run_dir=tmp_path)
     validate(cfg)
+    protocol.apply(cfg, protocol.run_length(cfg, int(cfg.dataset.get("train_size") or 16)))
+    validate_steps(cfg)  # the step count the protocol derived (or fixed) fits every step-based option
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if "FSDP" in str(cfg.trainer.get("strategy")):  # needs a GPU: build the strategy alone
         assert instantiate(cfg.trainer.strategy) is not None

@@ -66,7 +66,7 @@ def test_progress_bars_count_the_whole_run_with_a_rate_and_an_eta(console: tuple
     assert training and "2/2 [" in training[-1]
     assert "step/s" in training[-1] or "s/step" in training[-1]  # the rate
     assert "loss_task=" in training[-1]
-    for phase in ("evaluating eval", "evaluating heldout", "retention probe after tuning"):
+    for phase in ("evaluating seen_wordings", "evaluating unseen_wordings", "retention probe after tuning"):
         bar = [line for line in lines if line.startswith(f"{phase}: 100%")]
         assert bar and "<00:00" in bar[-1], phase  # elapsed<remaining: the ETA, and a rate after it
 
@@ -96,7 +96,7 @@ def test_a_single_run_is_logged_to_the_mlflow_experiment_runs(console: tuple[Pat
     mlflow = MlflowClient(store_uri(console[2]))
     [run] = mlflow.search_runs([mlflow.get_experiment_by_name("runs").experiment_id])
     assert run.info.run_name == "delia-seed42" and run.info.status == "FINISHED"
-    assert {"retention/probe_acc_change", "retention/ppl_heldout_diverse_after", "eval/format_acc"} <= set(
+    assert {"retention/probe_acc_change", "retention/ppl_heldout_diverse_after", "seen_wordings/format_acc"} <= set(
         run.data.metrics
     )
 

@@ -97,16 +97,13 @@ def test_a_run_dir_in_use_is_refused(tmp_path: Path, session_cache: Path) -> Non
 
 def test_secrets_never_reach_the_saved_config_or_logged_hyperparameters(tiny_cfg, monkeypatch) -> None:
     monkeypatch.setenv("MY_SERVICE_API_KEY", "sk-live-0123456789abcdef")
-    cfg = tiny_cfg(
-        "+notes.wandb_api_key=literal-secret-value",
-        "+notes.url=https://u:${oc.env:MY_SERVICE_API_KEY}@host",
-        "eval.generate=false",
-    )
+    # key names that mark a secret are covered in test_security.py (no such key is an option of the config)
+    cfg = tiny_cfg("notes=pulled from https://u:${oc.env:MY_SERVICE_API_KEY}@host", "eval.generate=false")
     train(cfg)
     run_dir = Path(cfg.paths.run_dir)
     for path in (run_dir / "config.yaml", run_dir / "csv" / "hparams.yaml"):
         text = path.read_text()
-        assert "literal-secret-value" not in text and "sk-live-0123456789abcdef" not in text, path
+        assert "sk-live-0123456789abcdef" not in text, path
         assert "REDACTED" in text
     assert "special_token: <sep>" in (run_dir / "config.yaml").read_text()  # ordinary settings stay
 

@@ -79,12 +79,13 @@ def test_ddp_sim_ranks_and_the_job_log_to_one_mlflow_run(ddp_run: Path) -> None:
 
 def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> None:
     from delia.baselines import prompted_task as build_task
+    from delia.dataset import loss_split
     from delia.eval.evaluate import eval_loss
     from delia.model import load_adapter
 
     cfg = compose_train(FAST)
     model, tok = load_adapter(ddp_run / "adapter", cfg.model, session_cache)
-    loss = eval_loss(model, tok, build_task(cfg)["eval"], cfg.data.max_length, cfg.eval.batch_size)
+    loss = eval_loss(model, tok, loss_split(build_task(cfg)), cfg.data.max_length, cfg.eval.batch_size)
     assert loss == pytest.approx(metrics(ddp_run)["eval/loss"], rel=1e-5)
 
 
