@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from delia.data.tokenize import render
 from delia.diverse.cache import SampleCache, cache_key
 from delia.diverse.queries import is_reserved, load_queries, query_for, query_order, sampling_prompt
-from delia.diverse.samplers import Sampled, make_sampler
+from delia.diverse.samplers import Sampled, Sampler, StreamingSampler, make_sampler
 from delia.model.generate import evaluating
 
 log = logging.getLogger(__name__)
@@ -74,8 +73,10 @@ def self_sample(
             len(missing),
         )
         if missing:
-            with contextlib.closing(make_sampler(model, tokenizer, cfg, model_path)) as backend:
-                _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend.generate)
+            with contextlib.closing(
+                make_sampler(model, tokenizer, cfg, model_path, cache_dir, model_id)
+            ) as backend:
+                _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend)
             done = cache.read()
     return [_as_record(done[i]) for i in range(n) if done[i]["response"]]
 
@@ -88,31 +89,35 @@ def _sample_missing(
     order: list[int],
     queries: list[dict[str, str]],
     cache: SampleCache,
-    generate: Callable[[list[str], int], list[Sampled]],
+    backend: Sampler,
 ) -> None:
     prompts = {
         i: render(tokenizer, sampling_prompt(query_for(i, order, queries), cfg.use_reference), True)
         for i in missing
     }
     by_length = sorted(missing, key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
+
+    def record(i: int, reply: Sampled) -> dict[str, Any]:
+        query = query_for(i, order, queries)
+        return {
+            "i": i,
+            "query_id": str(query["id"]),
+            "query": query["query"],
+            "response": reply.text,
+            "finish": reply.finish,
+        }
+
+    if isinstance(backend, StreamingSampler):  # every prompt at once; each reply is cached as it ends
+        seeds = [int(cfg.seed) * 1_000_003 + i for i in by_length]
+        for k, reply in backend.stream([prompts[i] for i in by_length], seeds):
+            cache.append([record(by_length[k], reply)])
+        return
     size = int(cfg.batch_size)
     with evaluating(model):
         for start in tqdm(range(0, len(by_length), size), desc="self-sampling diverse data", unit="batch"):
             batch = by_length[start : start + size]
-            replies = generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
-            records = []
-            for i, reply in zip(batch, replies, strict=True):
-                query = query_for(i, order, queries)
-                records.append(
-                    {
-                        "i": i,
-                        "query_id": str(query["id"]),
-                        "query": query["query"],
-                        "response": reply.text,
-                        "finish": reply.finish,
-                    }
-                )
-            cache.append(records)
+            replies = backend.generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
+            cache.append([record(i, reply) for i, reply in zip(batch, replies, strict=True)])
 
 
 def _as_record(sample: dict[str, Any]) -> dict[str, Any]:
