@@ -5,14 +5,17 @@
   ``<cache>/engines/llamacpp/<key>/model.gguf``, locked and atomic; the key covers the model identity, the
   llama-cpp-python version, the exporter version and the compute type. Later runs load that file.
 - Continuous batching: ``workers`` threads (default one per CPU core), each with its own llama.cpp context
-  on one core, decode up to ``slots`` sequences together; a sequence that ends frees its slot for the next
-  prompt at once, so no finished row is computed again. The threads share the weights and run in parallel
+  on one core, decode up to ``slots`` sequences together; a sequence that ends frees its slot for the
+  worker's next prompt at once, so no finished row is computed again. The threads share the weights and run in parallel
   (ctypes releases the GIL around each llama.cpp call); one single-thread context per core keeps working
   when other processes load the machine, where a multi-thread context spin-waits on its slowest thread.
 - Sampling settings as in the transformers path: temperature, then top-p, then a draw from the
   renormalised distribution (no top-k, min-p or repetition penalty); generation stops on every end-of-turn
   token of the chat template or at ``max_new_tokens``, and each reply says which (``finish``).
-- Deterministic given the seed: prompt ``k`` draws from its own generator seeded with ``seeds[k]``.
+- Deterministic given the seed: prompt ``k`` draws from its own generator seeded with ``seeds[k]``, and each
+  worker takes a fixed share of the prompts in a fixed order (llama.cpp's sums, hence the sampled tokens,
+  can depend on which sequences share a batch). The same prompts, seeds, workers and slots give the same
+  replies.
 - Prompts are token ids from the model's Hugging Face tokenizer, replies are decoded with it too.
 """
 
@@ -132,18 +135,20 @@ class LlamaCppEngine:
         """Yield ``(k, new token ids, stopped at an end-of-turn token)`` for every prompt, as each ends."""
         if not prompts:
             return
-        tasks: queue.Queue[int] = queue.Queue()
-        for k in range(len(prompts)):
-            tasks.put(k)
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
         longest = max(len(p) for p in prompts)
         sizes = (longest + int(settings["max_new_tokens"]) + 1, max(longest, self.slots))
-        job = (prompts, seeds, settings, tasks, results, stop, sizes)
-        threads = [
-            threading.Thread(target=self._work, args=job, daemon=True)
-            for _ in range(min(self.workers, len(prompts)))
-        ]
+        threads = []
+        workers = min(self.workers, len(prompts))
+        for w in range(workers):
+            # a fixed share per worker (every workers-th prompt), taken in order: the batches each
+            # sequence is decoded in, hence its logits to the last bit, do not depend on thread timing
+            tasks: queue.Queue[int] = queue.Queue()
+            for k in range(w, len(prompts), workers):
+                tasks.put(k)
+            job = (prompts, seeds, settings, tasks, results, stop, sizes)
+            threads.append(threading.Thread(target=self._work, args=job, daemon=True))
         for thread in threads:
             thread.start()
         try:
