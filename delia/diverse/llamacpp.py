@@ -60,9 +60,11 @@ def import_llama_cpp() -> ModuleType:
             "llama_get_memory",
         ):
             getattr(module, name)
+        if "kv_unified" not in dict(module.llama_context_params._fields_):  # a context field since 0.3.36
+            raise AttributeError("kv_unified")
     except (ImportError, AttributeError, OSError):
         raise DeliaError(
-            f"diverse.sampler=llamacpp needs llama-cpp-python>=0.3.9, which is not installed or too old: run {FIX}"
+            f"diverse.sampler=llamacpp needs llama-cpp-python>=0.3.36, which is not installed or too old: run {FIX}"
         ) from None
     return module
 
