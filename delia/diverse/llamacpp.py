@@ -46,7 +46,7 @@ from delia.model.generate import end_of_turn_ids
 log = logging.getLogger(__name__)
 
 FIX = "`pip install llama-cpp-python` (it compiles llama.cpp with gcc and cmake), or set diverse.sampler=transformers"
-DEFAULTS = {"compute_type": "q8_0", "workers": 0, "slots": 16}
+DEFAULTS = {"compute_type": "f32", "workers": 0, "slots": 16}
 
 
 def import_llama_cpp() -> ModuleType:
@@ -60,7 +60,9 @@ def import_llama_cpp() -> ModuleType:
             "llama_get_memory",
         ):
             getattr(module, name)
-        if "kv_unified" not in dict(module.llama_context_params._fields_):  # a context field since 0.3.36
+        if "kv_unified" not in dict(
+            module.llama_context_params._fields_
+        ):  # set below; present in 0.3.36, the version tested
             raise AttributeError("kv_unified")
     except (ImportError, AttributeError, OSError):
         raise DeliaError(
