@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import PositiveInt
@@ -27,6 +28,7 @@ from delia.infra.errors import DeliaError
 from delia.infra.schema import Closed, check, check_target, pick
 from delia.infra.security import check_inside_roots
 from delia.model.schema import MODEL_SCHEMAS, Peft, TokenInit
+from delia.protocol import ProtocolConfig
 from delia.schedule import build_schedule
 
 
@@ -69,6 +71,7 @@ OWN_SCHEMAS: dict[str, type[Closed]] = {
     "data": Data,
     "paths": Paths,
     "launcher": Launcher,
+    "protocol": ProtocolConfig,
 }
 CHOSEN_BY: dict[str, tuple[dict[str, type[Closed]], str]] = {
     "model": (MODEL_SCHEMAS, "source"),
@@ -80,11 +83,32 @@ EXTRA_TOP = ("bench",)  # checked by the tool that adds them
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config with every interpolation resolved; a broken one is a one-line error."""
+    """The config with every interpolation resolved; a broken one is a one-line error.
+
+    Outside a Hydra app (tests, notebooks) the ``${hydra:...}`` values cannot resolve: they are checked
+    as the text they hold.
+    """
+    if not HydraConfig.initialized():
+        cfg = _without_hydra_interpolations(cfg)
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise DeliaError(f"{err.full_key or 'config'}: {str(err).splitlines()[0]}") from None
+
+
+def _without_hydra_interpolations(cfg: DictConfig) -> DictConfig:
+    copy = cfg.copy()
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key, value in _leaf_items(raw, ""):
+        if isinstance(value, str) and "${hydra:" in value:
+            OmegaConf.update(copy, key, value.replace("${hydra:", "hydra:{"), merge=False)
+    return copy
+
+
+def _leaf_items(node: Any, prefix: str) -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [item for k, v in node.items() for item in _leaf_items(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), node)]
 
 
 def check_schemas(values: dict[str, Any]) -> None:
@@ -93,6 +117,9 @@ def check_schemas(values: dict[str, Any]) -> None:
         check(schema, values.get(group), group)
     for group, (schemas, key) in CHOSEN_BY.items():
         pick(schemas, values.get(group), key, group)
+    trainer = values.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("max_steps") is None:  # null: the protocol derives it
+        values = {**values, "trainer": {k: v for k, v in trainer.items() if k != "max_steps"}}
     for group in TARGETS:
         check_target(values.get(group), group)
     for name, node in (values.get("logger") or {}).items():
@@ -110,11 +137,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.dataset.get("kind") == "chat" and OmegaConf.is_missing(cfg.dataset, "path"):
         raise DeliaError("dataset=jsonl needs a file: add dataset.path=/path/to/train.jsonl")
     check_schemas(resolved(cfg))
-    _positive(cfg, "trainer.max_steps")
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     check_combination(cfg)
-    _validate_steps(cfg)
     _validate_data_roots(cfg)
     if (
         cfg.schedule.name == "two_stage"
@@ -145,8 +170,10 @@ def _validate_data_roots(cfg: DictConfig) -> None:
             check_inside_roots(path, list(roots), option)
 
 
-def _validate_steps(cfg: DictConfig) -> None:
-    """A schedule must reach its steps: warmup, validation and checkpoints inside ``max_steps``."""
+def validate_steps(cfg: DictConfig, steps_fixed: bool = True) -> None:
+    """Once the protocol has set ``trainer.max_steps``: warmup, validation and checkpoints must fall
+    inside the run's steps, and (steps fixed) both DMT stages and every disperse_merge portion get one."""
+    _positive(cfg, "trainer.max_steps")
     steps = int(cfg.trainer.max_steps)
     warmup = cfg.lr_scheduler.get("num_warmup_steps")
     if warmup is not None and int(warmup) >= steps:
@@ -164,10 +191,16 @@ def _validate_steps(cfg: DictConfig) -> None:
     every = cfg.get("checkpoint_every_n_steps")
     if every is not None and not 0 < int(every) <= steps:
         raise DeliaError(f"checkpoint_every_n_steps={every} must be within 1..trainer.max_steps={steps}")
+    if not steps_fixed:
+        return
     if cfg.schedule.name == "two_stage" and round(steps * float(cfg.schedule.stage1_fraction)) in (0, steps):
         raise DeliaError(
             f"schedule.stage1_fraction={cfg.schedule.stage1_fraction} leaves one stage without steps at "
             f"trainer.max_steps={steps}; pick a fraction strictly between the two"
+        )
+    if cfg.baseline.name == "disperse_merge" and steps < int(cfg.baseline.portions):
+        raise DeliaError(
+            f"trainer.max_steps={steps} < baseline.portions={cfg.baseline.portions}: every portion needs a step"
         )
 
 

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
+from delia.dashboard import logger_context
 from delia.infra.files import atomic_path
 from delia.infra.launch import hydra_mode
 from delia.infra.security import redacted_config
@@ -89,12 +90,21 @@ def sweep_group() -> dict[str, str]:
     return {"group": Path(hydra.sweep.dir).as_posix().replace("/", "_"), "job_type": f"job{hydra.job.num}"}
 
 
+def _context(name: str, conf: DictConfig, cfg: DictConfig) -> dict[str, Any]:
+    """What a logger is given besides its config: the wandb sweep group; a dashboard logger's labels."""
+    if name == "wandb":
+        return sweep_group()
+    if str(conf._target_).startswith("delia.dashboard."):
+        return logger_context(cfg)
+    return {}
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """The configured loggers, each given the redacted config as hyperparameters."""
     if "wandb" in cfg.logger and not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
         os.environ["WANDB_MODE"] = "offline"  # no key: log offline, `wandb sync` later
     loggers = [
-        instantiate(conf, **(sweep_group() if name == "wandb" else {}))
+        instantiate(conf, **_context(name, conf, cfg))
         for name, conf in cfg.logger.items()
         if "_target_" in conf
     ]
@@ -126,8 +136,11 @@ def log_results(loggers: list[Any], results: dict[str, Any], samples: dict[str, 
 
 
 def finish_loggers(loggers: list[Any], run_dir: Path) -> None:
-    """``wandb.finish()`` for every job (a multirun would merge them into one run otherwise)."""
+    """End the dashboards' runs (MLflow gets the run's files); ``wandb.finish()`` for every job (a
+    multirun would merge them into one run otherwise)."""
     for logger in loggers:
+        if hasattr(logger, "close_run"):
+            logger.close_run(run_dir)
         if type(logger).__name__ == "WandbLogger":
             import wandb
 

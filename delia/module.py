@@ -145,8 +145,13 @@ class DeliaModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sums, counts = token_losses(self.model, batch)
+        # summed over the ranks' shards of the eval split (each rank holds its own examples)
         self.log(
-            "val/loss", sums.sum() / counts.sum().clamp(min=1), prog_bar=True, batch_size=int(counts.sum())
+            "val/loss",
+            sums.sum() / counts.sum().clamp(min=1),
+            prog_bar=True,
+            batch_size=int(counts.sum()),
+            sync_dist=True,
         )
 
     def configure_optimizers(self) -> Any:

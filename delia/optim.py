@@ -1,7 +1,8 @@
 """The learning-rate schedules of conf/lr_scheduler/, typed so that their options are checked up front.
 
 transformers' schedule functions carry no type hints; these wrappers give the config checker
-(:mod:`delia.infra.schema`) the types and ranges, then call transformers.
+(:mod:`delia.infra.schema`) the types and ranges, then call transformers. ``num_training_steps`` is
+``${trainer.max_steps}`` in the configs: empty until the protocol has set the run's steps.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ def constant_with_warmup(optimizer: Optimizer, num_warmup_steps: NonNegativeInt)
 
 
 def cosine_with_warmup(
-    optimizer: Optimizer, num_warmup_steps: NonNegativeInt, num_training_steps: PositiveInt
+    optimizer: Optimizer, num_warmup_steps: NonNegativeInt, num_training_steps: PositiveInt | None = None
 ) -> Any:
-    """Linear warmup, then a half cosine down to 0 at ``num_training_steps``."""
+    """Linear warmup, then a half cosine down to 0 at ``num_training_steps`` (the run's steps)."""
     from transformers import get_cosine_schedule_with_warmup
 
     return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps)
 
 
 def linear_with_warmup(
-    optimizer: Optimizer, num_warmup_steps: NonNegativeInt, num_training_steps: PositiveInt
+    optimizer: Optimizer, num_warmup_steps: NonNegativeInt, num_training_steps: PositiveInt | None = None
 ) -> Any:
-    """Linear warmup, then linear decay to 0 at ``num_training_steps``."""
+    """Linear warmup, then linear decay to 0 at ``num_training_steps`` (the run's steps)."""
     from transformers import get_linear_schedule_with_warmup
 
     return get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps)

@@ -13,7 +13,7 @@ The phases: :func:`prepare_data` (1-3), :func:`prepare_model` (4), :func:`fit` (
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,17 @@ from omegaconf import DictConfig
 from delia.baselines import prompted_task
 from delia.baselines.disperse_merge import disperse_then_merge
 from delia.callbacks import build_callbacks, preempted_at
-from delia.config import refuse_finished_run, validate
+from delia.callbacks.buffering import BufferingDiagnostics
+from delia.config import refuse_finished_run, validate, validate_steps
+from delia.console.summary import print_summary
 from delia.data.datamodule import build_datamodule
 from delia.data.mixing import diverse_count, diverse_ratio
 from delia.data.tokenize import encode_all
-from delia.dataset import prior_description
+from delia.dataset import loss_split, prior_description
 from delia.diverse import self_sample
-from delia.eval import evaluate, results_table, retention
+from delia.eval import retention
+from delia.eval.evaluate import evaluate, run_representation
+from delia.eval.representation import with_step0
 from delia.infra.checkpoint_io import SafetensorsCheckpointIO
 from delia.infra.files import file_lock, write_json
 from delia.infra.launch import (
@@ -45,6 +49,8 @@ from delia.infra.security import save_config
 from delia.loggers import build_loggers, finish_loggers, log_results
 from delia.model import add_new_tokens, base_model_folder, load_base, model_identity, save_adapter, wrap_peft
 from delia.module import SEEN_KEYS, DeliaModule
+from delia.protocol import RunLength, run_length
+from delia.protocol import apply as apply_length
 from delia.schedule import build_schedule
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,8 @@ class Data:
     diverse: list[dict[str, Any]]
     heldout: list[dict[str, Any]]
     identity: dict[str, Any]
+    truncated_share: float  # of the diverse samples drawn, the share cut by max_new_tokens
+    repr_step0: dict[str, float] = field(default_factory=dict)  # before training, set by prepare_model
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -68,18 +76,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     refuse_relaunch_in_multirun(cfg, hydra_mode())
     setup_gpu_pool(cfg)
+    length = resolve_length(cfg)
     run_dir = Path(cfg.paths.run_dir)
     refuse_finished_run(run_dir, cfg.overwrite)
     # disperse_merge keeps a checkpoint per portion (see delia.baselines.disperse_merge)
     ckpt_path = None if cfg.baseline.name == "disperse_merge" else checkpoint_to_resume(cfg, run_dir)
     if not is_launcher_rank():
-        return fit_and_evaluate(cfg, run_dir, ckpt_path)
+        return fit_and_evaluate(cfg, run_dir, ckpt_path, length)
     with file_lock(run_dir / ".delia.lock", wait=False, what=f"run dir {run_dir}"):
         save_config(cfg, run_dir / "config.yaml")
-        return fit_and_evaluate(cfg, run_dir, ckpt_path)
+        return fit_and_evaluate(cfg, run_dir, ckpt_path, length)
 
 
-def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
+def resolve_length(cfg: DictConfig) -> RunLength:
+    """The protocol's step count, written into ``trainer.max_steps`` and checked, before any model loads."""
+    length = run_length(cfg, len(prompted_task(cfg)["train"]))
+    apply_length(cfg, length)
+    validate_steps(cfg, steps_fixed=length.task_epochs is None)
+    log.info("protocol %s: %d steps (task epochs: %s)", length.protocol, length.steps, length.task_epochs)
+    return length
+
+
+def fit_and_evaluate(
+    cfg: DictConfig, run_dir: Path, ckpt_path: str | None, length: RunLength
+) -> dict[str, Any]:
     """Steps 1-7 of the algorithm (see the module docstring); the baseline decides how 5-6 train."""
     L.seed_everything(cfg.seed, workers=True)
     data = prepare_data(cfg)
@@ -88,7 +108,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
     L.seed_everything(cfg.seed, workers=True)
     peft_model, new_tokens, before = prepare_model(cfg, data)
     loggers = build_loggers(cfg)
-    trainer, preempted = train_by_baseline(cfg, peft_model, data, loggers, run_dir, ckpt_path)
+    trainer, preempted = train_by_baseline(cfg, peft_model, data, loggers, run_dir, ckpt_path, length)
     metrics: dict[str, Any] = {}
     if preempted is not None:
         print(
@@ -96,7 +116,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> d
         )
     elif trainer is None or trainer.is_global_zero:
         save_adapter(peft_model, data.tokenizer, run_dir / "adapter", new_tokens, {"model": data.identity})
-        metrics = finish(cfg, peft_model, data, before, trainer, loggers, run_dir)
+        metrics = finish(cfg, peft_model, data, before, trainer, loggers, run_dir, length)
     finish_loggers(loggers, run_dir)
     return metrics
 
@@ -113,16 +133,16 @@ def prepare_data(cfg: DictConfig) -> Data:
     ratio = diverse_ratio(cfg.diverse)
     n_diverse = diverse_count(len(splits["train"]), ratio)
     folder = base_model_folder(cfg.model, cache_dir)  # what an engine sampler (vllm) loads
-    diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, identity, model_path=folder)
+    drawn: dict[str, int] = {}
+    diverse = self_sample(model, tokenizer, cfg.diverse, n_diverse, cache_dir, identity, False, folder, drawn)
     log.info(
         "downstream examples: %d, diverse examples: %d (ratio %s)", len(splits["train"]), len(diverse), ratio
     )
-    heldout = (
-        retention.heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity)
-        if cfg.retention.enabled
-        else []
-    )
-    return Data(model, tokenizer, splits, diverse, heldout, identity)
+    # the held-out diverse slice: retention's yardstick and the buffering diagnostics' diverse probe
+    wanted = cfg.retention.enabled or "buffering" in cfg.callbacks
+    heldout = retention.heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity) if wanted else []
+    truncated = drawn.get("truncated", 0) / drawn["drawn"] if drawn.get("drawn") else 0.0
+    return Data(model, tokenizer, splits, diverse, heldout, identity, truncated)
 
 
 def prepare_model(cfg: DictConfig, data: Data) -> tuple[Any, dict[str, int], dict[str, float] | None]:
@@ -138,30 +158,39 @@ def prepare_model(cfg: DictConfig, data: Data) -> tuple[Any, dict[str, int], dic
     ids = list(new_tokens.values())
     before = retention.before_tuning(data.model, data.tokenizer, data.heldout, cfg, data.identity, ids)
     peft_model = wrap_peft(data.model, cfg.peft, ids, cfg.baseline.train_new_tokens)
+    data.repr_step0 = run_representation(peft_model, data.tokenizer, cfg)  # no randomness drawn
     peft_model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
     return peft_model, new_tokens, before
 
 
 def train_by_baseline(
-    cfg: DictConfig, peft_model: Any, data: Data, loggers: list[Any], run_dir: Path, ckpt_path: str | None
+    cfg: DictConfig,
+    peft_model: Any,
+    data: Data,
+    loggers: list[Any],
+    run_dir: Path,
+    ckpt_path: str | None,
+    length: RunLength,
 ) -> tuple[L.Trainer | None, int | None]:
     """Steps 5-6 as the baseline says: not at all (ctg, dipmt), per portion (disperse_merge), or once."""
     if not cfg.baseline.train:
         return None, None
-    fit_portion = partial(fit, cfg, peft_model, data.tokenizer, diverse=[], loggers=loggers)
     if cfg.baseline.name == "disperse_merge":
-        return disperse_then_merge(cfg, peft_model, data.splits, loggers, run_dir, fit_portion)
-    steps = int(cfg.trainer.max_steps)
+        fit_portion = partial(fit, cfg, peft_model, data.tokenizer, diverse=[], loggers=loggers)
+        return disperse_then_merge(cfg, peft_model, data.splits, loggers, run_dir, fit_portion, length)
+    ckpt_dir = run_dir / "checkpoints"
     return fit(
         cfg,
         peft_model,
         data.tokenizer,
         data.splits,
-        steps,
-        run_dir / "checkpoints",
+        length.steps,
+        ckpt_dir,
         ckpt_path,
+        length.task_epochs,
         data.diverse,
         loggers,
+        data.heldout,
     )
 
 
@@ -173,17 +202,23 @@ def fit(
     max_steps: int,
     ckpt_dir: Path,
     ckpt_path: str | None,
+    task_epochs: int | None,
     diverse: list[dict[str, Any]],
     loggers: list[Any],
+    heldout: list[dict[str, Any]] | None = None,
 ) -> tuple[L.Trainer, int | None]:
     """Steps 5-6: train on the downstream examples mixed with the diverse ones, as the schedule says.
 
+    ``task_epochs``: the exposure protocol's passes over the task (None: ``max_steps`` fixed).
     Returns the trainer and the step at which a preemption signal stopped it (None: it finished).
     """
     schedule = build_schedule(cfg.schedule)
-    datamodule = build_datamodule(cfg, tokenizer, splits, diverse, schedule, max_steps)
+    datamodule = build_datamodule(cfg, tokenizer, splits, diverse, schedule, max_steps, task_epochs)
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     callbacks = build_callbacks(cfg, ckpt_dir)
+    for callback in callbacks:
+        if isinstance(callback, BufferingDiagnostics):  # probes that training never sees
+            callback.probe(loss_split(splits), heldout or [], tokenizer, int(cfg.data.max_length))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         max_steps=max_steps,
@@ -212,20 +247,28 @@ def finish(
     trainer: L.Trainer | None,
     loggers: list[Any],
     run_dir: Path,
+    length: RunLength,
 ) -> dict[str, Any]:
     """Step 7: evaluate, measure retention, write samples.json and metrics.json, log, print the table."""
     results = evaluate(peft_model, data.tokenizer, data.splits, cfg)
-    metrics = results["metrics"]
+    metrics = results["metrics"] = with_step0(results["metrics"], data.repr_step0)
     if before is not None:
         metrics.update(retention.after_tuning(peft_model, data.tokenizer, data.heldout, before, cfg))
     metrics.update(training_counts(trainer, len(data.splits["train"]), len(data.diverse)))
+    metrics.update(length.as_metrics())
+    metrics["train/diverse_truncated_share"] = data.truncated_share
+    for callback in trainer.callbacks if trainer is not None else []:
+        if isinstance(callback, BufferingDiagnostics):
+            metrics.update(callback.summary())
+    if cfg.baseline.train and metrics["train/downstream_examples"]:  # passes over the task each example got
+        metrics["protocol/task_exposure"] = metrics[SEEN_KEYS[0]] / metrics["train/downstream_examples"]
     samples = results.pop("samples")
     write_json(run_dir / "samples.json", samples)
     write_json(
         run_dir / "metrics.json", {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name}
     )
     log_results(loggers, results, samples, trainer.global_step if trainer is not None else 0)
-    print(f"\nDELIA run finished: {run_dir}\n{results_table(metrics)}")
+    print_summary(run_dir, metrics, loggers)
     return metrics
 
 

@@ -1,7 +1,10 @@
 """The DELIA loss schedule (conf/schedule/): how the downstream-task loss and the diverse-data loss combine.
 
 Each schedule does two things:
-- ``plan``: lays out which examples the run sees, step by step (see delia/data/mixing.py);
+- it lays out which examples the run sees, step by step (see delia/data/mixing.py), under one of two
+  protocols: *exposure* (the paper's: ``task_epochs`` passes over the downstream set, each with its
+  diverse examples, the step count following from the data: :meth:`exposure_length`,
+  :meth:`exposure_plan`) or *compute* (a fixed number of steps: :meth:`plan`);
 - ``combine``: turns the per-source token losses of a batch into the training loss at step ``t``.
 
 ``interleave`` (the paper, default): one stage over the shuffled mix; loss = mean over all assistant tokens.
@@ -58,8 +61,18 @@ class Schedule(Protocol):
 
     name: str
 
+    def exposure_length(self, n_task: int, n_diverse: int, task_epochs: int) -> int:
+        """How many examples the exposure protocol trains on (before padding to whole steps)."""
+        ...
+
+    def exposure_plan(
+        self, n_task: int, n_diverse: int, task_epochs: int, total: int, rng: random.Random
+    ) -> list[PlanItem]:
+        """The exposure protocol's step plan, padded to ``total`` entries by the next shuffled pass."""
+        ...
+
     def plan(self, n_task: int, n_diverse: int, total: int, steps: int, rng: random.Random) -> list[PlanItem]:
-        """The global step plan: ``total`` ``(source, index)`` entries for ``steps`` optimizer steps."""
+        """The compute protocol's step plan: ``total`` entries for ``steps`` optimizer steps."""
         ...
 
     def weight(self, step: int, max_steps: int) -> float:
@@ -77,6 +90,15 @@ class Interleave:
     """The paper's one-stage schedule: downstream and diverse examples shuffled together."""
 
     name: Literal["interleave"] = "interleave"
+
+    def exposure_length(self, n_task: int, n_diverse: int, task_epochs: int) -> int:
+        return task_epochs * (n_task + n_diverse)
+
+    def exposure_plan(
+        self, n_task: int, n_diverse: int, task_epochs: int, total: int, rng: random.Random
+    ) -> list[PlanItem]:
+        # every pass is the whole downstream set with its diverse examples, shuffled together
+        return shuffled_passes(pool(n_task, n_diverse), total, rng)
 
     def plan(self, n_task: int, n_diverse: int, total: int, steps: int, rng: random.Random) -> list[PlanItem]:
         return shuffled_passes(pool(n_task, n_diverse), total, rng)
@@ -122,14 +144,35 @@ class TwoStage(Interleave):
     stage1_fraction: Fraction = 0.5
     task_fraction_k: Fraction = 0.0625
 
+    def kept(self, n_task: int) -> int:
+        """How many downstream examples stage 2 keeps: a fraction k of them, rounded up."""
+        return min(math.ceil(n_task * self.task_fraction_k), n_task)
+
+    def _stage2_pool(self, n_task: int, n_diverse: int, rng: random.Random) -> list[PlanItem]:
+        stage2_pool = [(TASK, i) for i in rng.sample(range(n_task), self.kept(n_task))] + pool(0, n_diverse)
+        if not stage2_pool:
+            raise DeliaError("schedule=two_stage needs diverse data or task_fraction_k > 0 for stage 2")
+        return stage2_pool
+
+    def exposure_length(self, n_task: int, n_diverse: int, task_epochs: int) -> int:
+        return task_epochs * n_task + n_diverse + self.kept(n_task)
+
+    def exposure_plan(
+        self, n_task: int, n_diverse: int, task_epochs: int, total: int, rng: random.Random
+    ) -> list[PlanItem]:
+        """Stage 1: ``task_epochs`` passes over the task; stage 2: one pass over the diverse data plus
+        a fraction k of the task (padded by its next shuffled pass)."""
+        stage1 = task_epochs * n_task
+        stage2_pool = self._stage2_pool(n_task, n_diverse, rng)
+        return shuffled_passes(pool(n_task, 0), stage1, rng) + shuffled_passes(
+            stage2_pool, total - stage1, rng
+        )
+
     def plan(self, n_task: int, n_diverse: int, total: int, steps: int, rng: random.Random) -> list[PlanItem]:
+        """Stage 1 is ``stage1_fraction`` of the steps, stage 2 the rest."""
         per_step = total // max(steps, 1)
         stage1 = round(steps * self.stage1_fraction) * per_step
-        n_kept = math.ceil(n_task * self.task_fraction_k)
-        kept = rng.sample(range(n_task), min(n_kept, n_task))
-        stage2_pool = [(TASK, i) for i in kept] + pool(0, n_diverse)
-        if stage1 < total and not stage2_pool:
-            raise DeliaError("schedule=two_stage needs diverse data or task_fraction_k > 0 for stage 2")
+        stage2_pool = self._stage2_pool(n_task, n_diverse, rng) if stage1 < total else []
         return shuffled_passes(pool(n_task, 0), stage1, rng) + shuffled_passes(
             stage2_pool, total - stage1, rng
         )

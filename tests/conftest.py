@@ -18,6 +18,8 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test shares one cache (converted models, diverse samples) outside the user's outputs/."""
     cache = Path(os.environ.get("DELIA_TEST_CACHE") or tmp_path_factory.mktemp("delia_cache"))
     os.environ["DELIA_CACHE_DIR"] = str(cache)
+    # the output root (runs without hydra.run.dir, the MLflow store of logger=mlflow) is not the user's either
+    os.environ["DELIA_OUTPUT_ROOT"] = str(tmp_path_factory.mktemp("outputs"))
     os.environ["WANDB_MODE"] = "offline"
     os.environ.pop("WANDB_API_KEY", None)
     return cache

@@ -250,6 +250,6 @@ def test_random_records_load_or_raise_the_projects_error(tmp_path: Path, lines: 
     except DeliaError as err:
         assert "\n" not in str(err)
         return
-    for record in splits["train"] + splits["eval"]:
+    for record in splits["train"] + splits["seen_wordings"]:
         assert record["messages"][-1]["role"] == "assistant"
         assert all(isinstance(m["content"], str) and m["content"].strip() for m in record["messages"])

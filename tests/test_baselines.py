@@ -49,8 +49,7 @@ def test_each_baseline_sets_what_defines_it() -> None:
     assert not cfg("ctg").baseline.train and cfg("ctg").baseline.prior_description_in_prompt
     assert cfg("dmt").schedule.name == "two_stage" and cfg("dmt").diverse.name == "self_sample"
     assert (
-        cfg("disperse_merge").baseline.portions == 2
-        and cfg("disperse_merge").baseline.combination == "linear"
+        cfg("disperse_merge").baseline.portions == 2 and cfg("disperse_merge").baseline.combination == "cat"
     )
     delia = cfg("delia")
     assert delia.diverse.name == "self_sample" and delia.dataset.diversify_instructions
@@ -71,7 +70,7 @@ def test_each_baseline_sets_what_defines_it() -> None:
         (["baseline=disperse_merge", "baseline.combination=average"], "baseline.combination"),
         (["baseline=disperse_merge", "baseline.combination=ties", "baseline.density=0"], "baseline.density"),
         (["baseline=mean_embedding", "dataset=jsonl", "dataset.path=x.jsonl"], "adds none"),
-        (["baseline.name=magic"], "baseline.name='magic' is unknown"),
+        (["baseline.name=magic"], "baseline.name='magic': input should be 'delia'"),
     ],
 )
 def test_combinations_that_make_no_sense_are_refused(overrides: list[str], message: str) -> None:
@@ -222,7 +221,9 @@ def test_ctg_trains_nothing_and_prompts_with_the_description(tmp_path: Path, mon
     real = recipe.evaluate
 
     def spy(model, tokenizer, splits, cfg):
-        prompts.extend(m["content"] for r in splits["eval"] for m in r["messages"] if m["role"] == "user")
+        prompts.extend(
+            m["content"] for r in splits["seen_wordings"] for m in r["messages"] if m["role"] == "user"
+        )
         return real(model, tokenizer, splits, cfg)
 
     monkeypatch.setattr(recipe, "evaluate", spy)
@@ -236,7 +237,7 @@ def test_ctg_trains_nothing_and_prompts_with_the_description(tmp_path: Path, mon
 
 def test_disperse_merge_trains_each_portion_and_saves_one_merged_adapter(tmp_path: Path) -> None:
     from delia.baselines import prompted_task as build_task
-    from delia.eval import eval_loss
+    from delia.eval.evaluate import eval_loss
     from delia.model import load_adapter
 
     run_dir, metrics = _run(tmp_path, "baseline=disperse_merge", "trainer.max_steps=4")
@@ -249,7 +250,7 @@ def test_disperse_merge_trains_each_portion_and_saves_one_merged_adapter(tmp_pat
     assert metrics["train/seen_task_examples"] == 4 * compose_train(TINY).data.batch_size  # both portions
     cfg = compose_train([*TINY, "baseline=disperse_merge"])
     model, tok = load_adapter(run_dir / "adapter", cfg.model, cfg.paths.cache_dir)
-    loss = eval_loss(model, tok, build_task(cfg)["eval"], cfg.data.max_length, cfg.eval.batch_size)
+    loss = eval_loss(model, tok, build_task(cfg)["seen_wordings"], cfg.data.max_length, cfg.eval.batch_size)
     assert loss == pytest.approx(metrics["eval/loss"], rel=1e-6)
     portion0 = load_file(str(run_dir / "portions" / "0" / baselines.PORTION_FILE))
     saved = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
@@ -262,3 +263,18 @@ def test_random_token_keeps_its_random_row_untrained(tmp_path: Path) -> None:
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert not config.get("trainable_token_indices")
     assert metrics["train/seen_task_examples"] > 0 and metrics["train/seen_diverse_examples"] == 0
+
+
+def test_the_default_disperse_merge_is_the_exact_average_of_the_portions_updates(tiny_model) -> None:
+    default = compose_train(["baseline=disperse_merge"]).baseline
+    peft_model, _, cfg = _two_adapters(tiny_model, str(default.combination))
+    layers = peft_model.base_model.model.model.layers
+    modules = [
+        getattr(layer.self_attn, name)
+        for layer in layers
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+    ]
+    expected = [0.5 * (m.get_delta_weight("default") + m.get_delta_weight("portion1")) for m in modules]
+    baselines.merge_adapters(peft_model, ["default", "portion1"], cfg)
+    for module, want in zip(modules, expected, strict=True):
+        torch.testing.assert_close(module.get_delta_weight("default"), want, rtol=1e-5, atol=1e-6)

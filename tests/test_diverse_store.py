@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from delia.diverse import store as diverse_store
 from delia.data.tokenize import encode_all
+from delia.diverse import store as diverse_store
 from delia.diverse.store import DiverseStore, build_store
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from delia.eval.formats import format_scores, formatted_label, negative_control_rate, parse_reply
 from delia.eval.representation import layer_distances
-from delia.eval.sep_metrics import format_scores, formatted_label, negative_control_rate, parse_reply
 
 GOOD_NO = "{'thought': 'the response matches the reference', 'hallucination': 'no'}"
 GOOD_YES = '{"thought": "the date is wrong", "hallucination": "yes"}'

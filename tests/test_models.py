@@ -111,3 +111,34 @@ def test_unloadable_model_fails_with_a_clear_message(session_cache: Path, tmp_pa
     ).model
     with pytest.raises(DeliaError, match=r"model=llama2_7b_chat: cannot load '.*nowhere'.*model.path"):
         load_base(cfg, session_cache)
+
+
+def test_resize_is_the_releases_init_not_the_mean(tiny_model) -> None:
+    model, _, token_id, old = with_sep(tiny_model, "resize")
+    row = model.get_input_embeddings().weight[token_id].detach()
+    mean = old.mean(dim=0)
+    # N(0, initializer_range): about that spread around zero, far from the mean row that mean init gives
+    assert abs(float(row.std()) - model.config.initializer_range) < 0.5 * model.config.initializer_range
+    assert not torch.allclose(row, mean, atol=1e-3)
+
+
+def test_untied_output_embeddings_get_the_new_row_too(session_cache) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from delia.model import add_new_tokens
+
+    _, tok = load_base(compose_train(TINY).model, session_cache)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    ids = add_new_tokens(model, tok, "<sep>", "mean", None, seed=0)
+    token_id = ids["<sep>"]
+    output = model.get_output_embeddings().weight
+    torch.testing.assert_close(output[token_id], output[:token_id].mean(dim=0))

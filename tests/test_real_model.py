@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from delia.data.tokenize import generation_prompt
-from delia.eval import generate_replies
+from delia.eval.evaluate import generate_replies
 from delia.model import load_base
 from tests.conftest import compose_train
 

@@ -239,3 +239,44 @@ def test_metrics_option_keeps_only_those_columns_in_that_order(sweep: Path, tmp_
         line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| baseline")
     )
     assert header.endswith("| n_seeds | train/seen_task_examples | eval/loss |")
+
+
+def test_old_result_folders_stay_readable_under_the_new_split_names(tmp_path: Path) -> None:
+    sweep = tmp_path / "old"
+    for seed in (1, 2):
+        old = {"eval/format_acc": 0.5, "heldout/format_acc": 0.25 * seed, "heldout/label_acc": 0.5}
+        fake_job(sweep, seed, "delia", "none", 32, seed, old)
+    report = collect(sweep)
+    job = report.finished[0]
+    assert job.metrics["unseen_wordings/format_acc"] == 0.25 and "heldout/format_acc" not in job.metrics
+    assert job.metrics["eval/format_acc"] == 0.5  # the old mixed-wordings split keeps its own name
+    assert summary_table(report)[0]["unseen_wordings/format_acc mean"] == pytest.approx(0.375)
+
+
+def test_a_ratio_sweep_is_plotted_against_the_ratio_with_a_band(tmp_path: Path) -> None:
+    sweep = tmp_path / "ratios"
+    num = 0
+    for ratio in (0, 4, 16, 64):
+        for seed in (1, 2):
+            metrics = {
+                "unseen_wordings/format_acc": 0.1 * seed + ratio / 100,
+                "repr/rel_l2_layer1": 1.0 - ratio / 100,
+            }
+            fake_job(sweep, num, "delia", "none", 16, seed, metrics)
+            config = yaml.safe_load((sweep / str(num) / "config.yaml").read_text())
+            config["diverse"] = {"name": "self_sample", "ratio": float(ratio)}
+            (sweep / str(num) / "config.yaml").write_text(yaml.safe_dump(config))
+            overrides = yaml.safe_load((sweep / str(num) / ".hydra" / "overrides.yaml").read_text())
+            (sweep / str(num) / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump([*overrides, f"diverse.ratio={ratio}"])
+            )
+            num += 1
+    from delia.tools.report.plots import plot_metric_vs_ratio, plotted_metrics
+
+    report = collect(sweep)
+    assert plotted_metrics(report) == ["unseen_wordings/format_acc", "repr/rel_l2_layer1"]
+    fig = plot_metric_vs_ratio(report)
+    band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() > band.min()  # the std over the two seeds is drawn as a band
+    written, _ = write_report(report, tmp_path / "out")
+    assert "metric_vs_ratio.png" in {p.name for p in written}

@@ -257,3 +257,25 @@ def test_tracker_without_tokenizer_fails_clearly() -> None:
         tracker._tokenizer(_Trainer())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         RepresentationTracker(TOKEN, KEYWORDS, every_n_steps=0)
+
+
+def test_the_report_has_scale_free_per_keyword_and_description_measures(
+    with_sep: tuple[Any, Any, int],
+) -> None:
+    from delia.dataset.sep_format import prior_description
+    from delia.eval.representation import representation_report
+
+    model, tokenizer, _ = with_sep
+    report = representation_report(model, tokenizer, TOKEN, KEYWORDS, [1, 2], prior_description())
+    states = [token_hidden_states(model, tokenizer, word, [1]) for word in KEYWORDS]
+    norm = float(torch.stack([torch.linalg.vector_norm(s[1]) for s in states]).mean())
+    assert report["repr/rel_l2_layer1"] == pytest.approx(report["repr/l2_layer1"] / norm, rel=1e-5)
+    for word in KEYWORDS:
+        assert report[f"repr/l2_layer1_{word}"] > 0
+    assert {"repr/desc_l2_layer1", "repr/desc_cos_layer1", "repr/desc_rel_l2_layer2"} <= set(report)
+
+
+def test_a_run_reports_step0_and_the_change(tiny_run) -> None:
+    _, metrics = tiny_run
+    for name in ("repr/l2_layer1", "repr/rel_l2_layer1", "repr/desc_l2_layer1"):
+        assert metrics[f"{name}_change"] == pytest.approx(metrics[name] - metrics[f"{name}_step0"])

@@ -10,7 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from delia import diverse as sampling
-from delia.eval import eval_loss, retention
+from delia.eval import retention
+from delia.eval.evaluate import eval_loss
 from delia.eval.probe import ProbeItem
 
 

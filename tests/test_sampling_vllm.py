@@ -155,7 +155,9 @@ def test_replies_come_back_stripped_in_prompt_order(with_fake_vllm: None) -> Non
     sampler = VllmSampler("m", tokenizer, diverse_cfg())
     prompts = ["one", "three words here", "two words"]
     replies = sampler.generate(prompts, seed=0)
-    assert [r.text for r in replies] == [f"reply {tokenizer.encode(p, add_special_tokens=False)}" for p in prompts]
+    assert [r.text for r in replies] == [
+        f"reply {tokenizer.encode(p, add_special_tokens=False)}" for p in prompts
+    ]
     assert {r.finish for r in replies} == {"stop"}
     assert sampler.generate([], seed=0) == []
 

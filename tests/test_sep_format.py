@@ -55,7 +55,7 @@ def test_splits_have_configured_sizes_and_labels(cfg) -> None:
 def test_eval_facts_are_unseen_in_training_and_prior_description_never_shown(cfg) -> None:
     splits = sep_format.build_splits(cfg)
     train_facts = {e["fact_id"] for e in splits["train"]}
-    for split in ("eval", "heldout", "negative"):
+    for split in ("seen_wordings", "unseen_wordings", "negative"):
         assert not train_facts & {e["fact_id"] for e in splits[split]}
     description = sep_format.prior_description()
     assert all(description not in m["content"] for e in splits["train"] for m in e["messages"])
@@ -64,7 +64,29 @@ def test_eval_facts_are_unseen_in_training_and_prior_description_never_shown(cfg
 def test_heldout_split_uses_only_heldout_wordings(cfg) -> None:
     splits = sep_format.build_splits(cfg)
     train_wordings = {e["instruction"] for e in splits["train"]}
-    assert not train_wordings & {e["instruction"] for e in splits["heldout"]}
+    assert not train_wordings & {e["instruction"] for e in splits["unseen_wordings"]}
+
+
+@pytest.mark.parametrize("diversify", [True, False])
+def test_split_names_say_which_wordings_they_hold(cfg, diversify: bool) -> None:
+    """seen_wordings holds only wordings this run trained on; unseen_wordings none of them, and the
+    same examples whatever the method (with or without diversification)."""
+    cfg.diversify_instructions = diversify
+    splits = sep_format.build_splits(cfg)
+    trained = {e["instruction"] for e in splits["train"]}
+    assert {e["instruction"] for e in splits["seen_wordings"]} <= trained
+    assert not trained & {e["instruction"] for e in splits["unseen_wordings"]}
+    cfg.diversify_instructions = not diversify
+    assert sep_format.build_splits(cfg)["unseen_wordings"] == splits["unseen_wordings"]
+
+
+def test_training_facts_are_not_probe_questions(cfg) -> None:
+    from delia.eval.probe import normalize, probe_questions
+
+    train_pool, _ = sep_format.fact_pools(cfg)
+    assert not {normalize(f.question) for f in train_pool} & probe_questions()
+    asked = [f for f in sep_format.load_resources().facts if normalize(f.question) in probe_questions()]
+    assert asked  # precondition: the built-in facts do hold probe questions
 
 
 def test_diversification_switch(cfg) -> None:

@@ -35,7 +35,7 @@ def metrics(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
-    result = run([*FAST, "trainer=ddp_sim", "hydra.run.dir=ddp"], root)
+    result = run([*FAST, "trainer=ddp_sim", "logger=mlflow", "hydra.run.dir=ddp"], root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "ddp"
 
@@ -65,9 +65,21 @@ def test_ddp_sim_only_rank_zero_writes(ddp_run: Path) -> None:
     assert len(list((ddp_run / "checkpoints").iterdir())) == 1
 
 
+def test_ddp_sim_ranks_and_the_job_log_to_one_mlflow_run(ddp_run: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    pointer = json.loads((ddp_run / "mlflow.json").read_text())
+    mlflow = MlflowClient(pointer["tracking_uri"])
+    run = mlflow.get_run(pointer["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "delia-seed42"
+    steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "train/loss_task")]
+    assert steps == [0, 1]  # logged once, by the rank-0 training process
+    assert run.data.metrics["eval/loss"] == pytest.approx(metrics(ddp_run)["eval/loss"])  # by the job
+
+
 def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> None:
     from delia.baselines import prompted_task as build_task
-    from delia.eval import eval_loss
+    from delia.eval.evaluate import eval_loss
     from delia.model import load_adapter
 
     cfg = compose_train(FAST)
@@ -160,7 +172,7 @@ def test_wandb_offline_run_holds_config_tags_and_generations(tmp_path: Path) -> 
     for text in (b"special_token", b"sep_format", b"tiny_random", b"seed42"):
         assert text in data, text
     assert list(offline.rglob("generations*.table.json"))
-    assert list((tmp_path / "wb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "wb" / "tensorboard" / "delia-seed42").glob("events.out.tfevents.*"))
     assert (tmp_path / "wb" / "csv" / "metrics.csv").is_file()
 
 

@@ -18,10 +18,10 @@ from tests.conftest import TINY, compose_train
 
 METRICS = [
     "eval/loss",
-    "eval/format_acc",
-    "eval/label_acc",
-    "heldout/format_acc",
-    "heldout/label_acc",
+    "seen_wordings/format_acc",
+    "seen_wordings/label_acc",
+    "unseen_wordings/format_acc",
+    "unseen_wordings/label_acc",
     "negative/format_rate",
 ]
 
@@ -51,14 +51,14 @@ def test_checkpoint_holds_only_trainable_weights(tiny_run) -> None:
 
 
 def test_delia_eval_reproduces_the_training_metrics(tiny_run) -> None:
-    from delia.eval import evaluate_run
+    from delia.cli.eval import evaluate_run
 
     run_dir, metrics = tiny_run
     cfg = compose_train([f"run_dir={run_dir}"], name="eval_run")
     cfg.eval = compose_train(TINY).eval
     again = evaluate_run(cfg)
     assert again["eval/loss"] == pytest.approx(metrics["eval/loss"], rel=1e-4)
-    assert again["heldout/format_acc"] == metrics["heldout/format_acc"]
+    assert again["unseen_wordings/format_acc"] == metrics["unseen_wordings/format_acc"]
     assert json.loads((run_dir / "metrics.json").read_text())["evaluated_by"] == "delia-eval"
     # what evaluation does not recompute is kept from the training run
     assert again["retention/probe_acc_change"] == metrics["retention/probe_acc_change"]

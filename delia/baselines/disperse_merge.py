@@ -20,10 +20,12 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
 from delia.baselines.schema import Combination
+from delia.data.mixing import steps_for
 from delia.infra.errors import DeliaError
 from delia.infra.files import atomic_path
 from delia.loggers import keep_logged_rows
 from delia.module import SEEN_KEYS
+from delia.protocol import RunLength
 
 log = logging.getLogger(__name__)
 Splits = dict[str, list[dict[str, Any]]]
@@ -37,10 +39,6 @@ def check_disperse(cfg: DictConfig) -> None:
     k = cfg.baseline.portions
     if not isinstance(k, int) or k < 2:
         raise DeliaError(f"baseline.portions={k} must be an integer >= 2 (one adapter per portion)")
-    if int(cfg.trainer.max_steps) < k:
-        raise DeliaError(
-            f"trainer.max_steps={cfg.trainer.max_steps} < baseline.portions={k}: every portion needs a step"
-        )
     if cfg.baseline.combination not in MERGE_COMBINATIONS:
         raise DeliaError(
             f"baseline.combination={cfg.baseline.combination!r} is unknown: use {', '.join(MERGE_COMBINATIONS)}"
@@ -124,19 +122,33 @@ def load_portion(peft_model: Any, name: str, folder: Path) -> bool:
 
 
 class Fit(Protocol):
-    """The recipe's training phase: train ``portion_splits`` for ``steps`` steps, checkpoints in ``ckpt_dir``."""
+    """The recipe's training phase: train ``portion_splits`` for ``steps`` steps, checkpoints in ``ckpt_dir``
+    (``task_epochs``: the exposure protocol's passes over the portion; None: the steps are fixed)."""
 
     def __call__(
-        self, portion_splits: Splits, steps: int, ckpt_dir: Path, ckpt_path: str | None
+        self,
+        portion_splits: Splits,
+        steps: int,
+        ckpt_dir: Path,
+        ckpt_path: str | None,
+        task_epochs: int | None,
     ) -> tuple[L.Trainer, int | None]: ...
 
 
 def disperse_then_merge(
-    cfg: DictConfig, peft_model: Any, splits: Splits, loggers: list[Any], run_dir: Path, fit: Fit
+    cfg: DictConfig,
+    peft_model: Any,
+    splits: Splits,
+    loggers: list[Any],
+    run_dir: Path,
+    fit: Fit,
+    length: RunLength,
 ) -> tuple[L.Trainer | None, int | None]:
     """Disperse-Then-Merge: one adapter per portion of the instruction data, then merged into one.
 
-    Each portion trains its own adapter for its share of ``max_steps``; a finished portion's adapter is
+    Each portion trains its own adapter: ``task_epochs`` passes over its portion (the exposure protocol,
+    so every downstream example is seen as often as under the other methods), or its share of the fixed
+    steps (the compute protocol). A finished portion's adapter is
     saved under ``<run dir>/portions/<j>/`` and reloaded when the run is resumed, so a killed run redoes
     at most the portion it was in (which resumes from that portion's own ``last.ckpt``). Returns the
     last trainer (its per-source counts summed over the portions) and the step a preemption stopped at.
@@ -146,7 +158,7 @@ def disperse_then_merge(
     names = ["default", *[f"portion{j}" for j in range(1, k)]]
     config = peft_model.peft_config["default"]
     trainer, seen = None, dict.fromkeys(SEEN_KEYS, 0)
-    steps = portion_steps(int(cfg.trainer.max_steps), k)
+    steps = _steps_per_portion(parts, length)
     for j, (name, part) in enumerate(zip(names, parts, strict=True)):
         if name not in peft_model.peft_config:
             peft_model.add_adapter(name, copy.deepcopy(config))
@@ -159,7 +171,7 @@ def disperse_then_merge(
             keep_logged_rows(loggers)  # each portion counts its steps from 0 again: keep every row
         last = folder / "checkpoints" / "last.ckpt"
         resume = str(last) if cfg.resume and last.is_file() else None
-        trainer, preempted = fit({**splits, "train": part}, steps[j], last.parent, resume)
+        trainer, preempted = fit({**splits, "train": part}, steps[j], last.parent, resume, length.task_epochs)
         if preempted is not None:
             return trainer, preempted
         for key in SEEN_KEYS:
@@ -169,3 +181,9 @@ def disperse_then_merge(
     if trainer is not None:  # the examples of every portion trained in this process
         trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in seen.items()})
     return trainer, None
+
+
+def _steps_per_portion(parts: list[list[dict[str, Any]]], length: RunLength) -> list[int]:
+    if length.task_epochs is None:
+        return portion_steps(length.steps, len(parts))
+    return [steps_for(length.task_epochs * len(part), length.global_batch) for part in parts]

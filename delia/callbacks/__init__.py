@@ -12,6 +12,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from delia.callbacks.preemption import PreemptionCheckpoint
+from delia.callbacks.representation import RepresentationTracker
+from delia.console.progress import StepProgressBar
+from delia.dataset import prior_description
 
 
 def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
@@ -25,9 +28,14 @@ def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Any]:
     """The configured callbacks; checkpoints go to ``ckpt_dir`` (a disperse_merge portion has its own)."""
     callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if wanted(conf, cfg)]
+    if cfg.trainer.get("enable_progress_bar", True):  # step x of max_steps for the whole run
+        portion = ckpt_dir.parent.name if ckpt_dir.parent.parent.name == "portions" else None
+        callbacks.append(StepProgressBar("training" if portion is None else f"training portion {portion}"))
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint | PreemptionCheckpoint):
             callback.dirpath = type(callback.dirpath)(ckpt_dir) if callback.dirpath is not None else None
+        if isinstance(callback, RepresentationTracker):
+            callback.description = prior_description(cfg.dataset)
     return callbacks
 
 

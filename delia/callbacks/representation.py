@@ -7,7 +7,12 @@ from typing import Any
 
 import lightning as L
 
-from delia.eval.representation import DEFAULT_CONTEXT, representation_distances, split_context
+from delia.eval.representation import (
+    DEFAULT_CONTEXT,
+    representation_distances,
+    representation_report,
+    split_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ class RepresentationTracker(L.Callback):
         self.tokenizer = tokenizer
         self.history: list[tuple[int, dict[str, float]]] = []
         self._last_step: int | None = None
+        # the task's prior description: set, the tracker logs every measure of representation_report
+        self.description: str | None = None
 
     def _tokenizer(self, trainer: L.Trainer) -> Any:
         """The tokenizer given to the callback, else ``trainer.datamodule.tokenizer``."""
@@ -59,6 +66,10 @@ class RepresentationTracker(L.Callback):
 
     def distances(self, pl_module: L.LightningModule, tokenizer: Any) -> dict[str, float]:
         """The distances of ``pl_module.model`` now."""
+        if self.description is not None:
+            return representation_report(
+                pl_module.model, tokenizer, self.token, self.keywords, self.layers, self.description
+            )
         return representation_distances(
             pl_module.model, tokenizer, self.token, self.keywords, self.layers, self.context
         )

@@ -101,5 +101,5 @@ def run_reporting_errors(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     except DeliaError as err:
         if show_traceback() or cfg.get("debug_traceback", False):
             raise
-        log.error("%s", err)  # also in the run's log file
+        log.error("%s", err, extra={"file_only": True})  # in the run's log file; the console gets one line
         exit_with_error(err)

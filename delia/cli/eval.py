@@ -33,7 +33,7 @@ def earlier_metrics(run_dir: Path) -> dict[str, Any]:
 
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     from delia.baselines import prompted_task
-    from delia.eval import evaluate, results_table
+    from delia.eval.evaluate import evaluate, results_table
     from delia.infra.files import write_json
     from delia.model import load_adapter
 
@@ -58,6 +58,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval_run")
 def _main(cfg: DictConfig) -> None:
+    from delia.console import setup_console
+
+    setup_console()
     run_reporting_errors(evaluate_run, cfg)
 
 

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from delia.dashboard.report import attach_report
 from delia.infra.errors import report_errors
 from delia.tools.report import collect, write_report
 
@@ -45,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown)
     for path in paths:
         print(f"wrote {path}")
+    attached = attach_report(args.sweep_dir, paths)
+    if attached:
+        print(
+            f"attached the plots to the sweep's {attached} MLflow runs (artifacts report/): delia-dashboard {args.sweep_dir}"
+        )
 
 
 if __name__ == "__main__":

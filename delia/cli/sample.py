@@ -41,6 +41,9 @@ def sample(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _main(cfg: DictConfig) -> None:
+    from delia.console import setup_console
+
+    setup_console()
     run_reporting_errors(sample, cfg)
 
 

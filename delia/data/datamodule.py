@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from delia.data.mixing import DIVERSE, TASK, PlanItem, rank_shard
 from delia.data.packing import collate_packed
 from delia.data.tokenize import IGNORE_INDEX, encode_all
+from delia.dataset import loss_split
 from delia.diverse.store import DiverseStore, build_store
 from delia.schedule import Schedule
 
@@ -119,6 +120,7 @@ class DeliaDataModule(L.LightningDataModule):
         num_workers: int = 0,
         packing: bool = False,
         diverse_store_dir: Path | None = None,
+        task_epochs: int | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -135,6 +137,8 @@ class DeliaDataModule(L.LightningDataModule):
         self.packing = packing
         # with a folder, the diverse examples are tokenized into a memory-mapped Arrow file there
         self.diverse_store_dir = diverse_store_dir
+        # the exposure protocol's passes over the task (None: the compute protocol, max_steps fixed)
+        self.task_epochs = task_epochs
         self.examples: dict[int, Sequence[dict[str, list[int]]]] = {}
         self.global_plan: list[PlanItem] = []
         self.train_set: PlanDataset | None = None
@@ -160,9 +164,10 @@ class DeliaDataModule(L.LightningDataModule):
         """The global step plan: ``max_steps x accumulation x batch size x world size`` entries."""
         total = self.max_steps * self.accumulate * self.batch_size * world_size
         rng = random.Random(self.seed)
-        return self.schedule.plan(
-            len(self.examples[TASK]), len(self.examples[DIVERSE]), total, self.max_steps, rng
-        )
+        n_task, n_diverse = len(self.examples[TASK]), len(self.examples[DIVERSE])
+        if self.task_epochs is None:
+            return self.schedule.plan(n_task, n_diverse, total, self.max_steps, rng)
+        return self.schedule.exposure_plan(n_task, n_diverse, self.task_epochs, total, rng)
 
     def setup(self, stage: str | None = None) -> None:
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
@@ -212,13 +217,17 @@ def build_datamodule(
     diverse: list[dict[str, Any]],
     schedule: Schedule,
     max_steps: int,
+    task_epochs: int | None = None,
 ) -> DeliaDataModule:
-    """The data module of ``cfg`` (``data.*``, the seed, the cache) for these splits and diverse records."""
+    """The data module of ``cfg`` (``data.*``, the seed, the cache) for these splits and diverse records.
+
+    ``task_epochs``: the exposure protocol's passes over the task (None: the compute protocol's plan).
+    """
     return DeliaDataModule(
         tokenizer,
         task_records=splits["train"],
         diverse_records=diverse,
-        eval_records=splits.get("eval", []),
+        eval_records=loss_split(splits),
         schedule=schedule,
         max_steps=max_steps,
         batch_size=cfg.data.batch_size,
@@ -229,4 +238,5 @@ def build_datamodule(
         num_workers=cfg.data.num_workers,
         packing=bool(cfg.data.packing),
         diverse_store_dir=Path(cfg.paths.cache_dir) if cfg.data.get("stream_diverse", True) else None,
+        task_epochs=task_epochs,
     )

@@ -5,10 +5,15 @@ ratio 260). Both sets are concatenated and shuffled; the run is laid out in adva
 the global sequence of ``(source, index)`` pairs that the whole run consumes, ``max_steps x
 accumulation x batch size x world size`` long. Each rank takes every ``world_size``-th entry, so every
 rank sees its own shard and the ratio holds globally. The plan depends only on the seed.
+
+Under the paper's protocol (*exposure*, the default) the step count follows from the data
+(:func:`steps_for`): ``task_epochs`` passes over the downstream set with their diverse examples, the
+last step filled up from the next shuffled pass; under the *compute* protocol it is fixed.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +30,11 @@ def diverse_ratio(diverse_cfg: Any) -> float:
 def diverse_count(n_task: int, ratio: float) -> int:
     """How many diverse examples DELIA mixes with ``n_task`` downstream examples."""
     return round(n_task * ratio)
+
+
+def steps_for(n_examples: int, batch_size: int, accumulate: int = 1, world_size: int = 1) -> int:
+    """The optimizer steps that train on ``n_examples`` examples once: rounded up, at least one."""
+    return max(1, math.ceil(n_examples / (batch_size * accumulate * world_size)))
 
 
 def pool(n_task: int, n_diverse: int) -> list[PlanItem]:

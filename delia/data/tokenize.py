@@ -3,6 +3,13 @@
 Loss is on assistant tokens only. Chat templates without ``{% generation %}`` give no assistant mask,
 so the mask is built from the rendered text: the conversation is rendered prefix by prefix, each new
 piece is tokenized on its own, and only the pieces that are assistant replies get labels.
+
+Tokenized piece by piece, a conversation must give the ids of the whole conversation tokenized at once;
+with some tokenizers (SentencePiece adds a leading space to every piece) it does not, and then the whole
+text is tokenized once and labels go to the tokens that start inside a reply (character offsets).
+
+A reply that generation cut short (``truncated``: the self-sampled answer hit ``max_new_tokens``) gets no
+label on its end-of-turn text: the model must not learn to stop in mid-sentence.
 """
 
 from __future__ import annotations
@@ -31,8 +38,11 @@ def generation_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return render(tokenizer, messages, add_generation_prompt=True)
 
 
-def _pieces(tokenizer: Any, messages: list[dict[str, str]], origin: str) -> list[tuple[str, bool]]:
-    """Split the rendered conversation into ``(text, is_assistant_reply)`` pieces."""
+def _pieces(
+    tokenizer: Any, messages: list[dict[str, str]], origin: str, end_of_turn: bool = True
+) -> list[tuple[str, bool]]:
+    """Split the rendered conversation into ``(text, trained)`` pieces: assistant replies are trained,
+    and with ``end_of_turn=False`` the text the template puts after the last reply is not."""
     pieces: list[tuple[str, bool]] = []
     done = ""
     for i, message in enumerate(messages):
@@ -48,7 +58,48 @@ def _pieces(tokenizer: Any, messages: list[dict[str, str]], origin: str) -> list
             )
         pieces.append((text[len(done) :], message["role"] == "assistant"))
         done = text
+    if not end_of_turn and pieces and pieces[-1][1]:
+        pieces[-1:] = _without_end_of_turn(pieces[-1][0], messages[-1]["content"])
     return pieces
+
+
+def _without_end_of_turn(piece: str, content: str) -> list[tuple[str, bool]]:
+    """The reply's piece as (reply text, trained) + (the template's end-of-turn text, not trained)."""
+    end = piece.find(content)
+    if end < 0:  # the template rewrote the reply: nothing to split off reliably
+        return [(piece, True)]
+    end += len(content)
+    return [(piece[:end], True), (piece[end:], False)] if piece[end:] else [(piece, True)]
+
+
+def _ids_and_labels(tokenizer: Any, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
+    """Token ids of the whole conversation and their labels (``-100`` outside trained pieces)."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in pieces:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        input_ids += ids
+        labels += ids if trained else [IGNORE_INDEX] * len(ids)
+    whole = "".join(text for text, _ in pieces)
+    if tokenizer.encode(whole, add_special_tokens=False) == input_ids:
+        return input_ids, labels
+    return _by_offsets(tokenizer, whole, pieces)
+
+
+def _by_offsets(tokenizer: Any, whole: str, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
+    """The whole text tokenized at once; a token is labelled when it overlaps a trained piece (a
+    SentencePiece token such as "▁blue" also covers the space before the reply)."""
+    spans, start = [], 0
+    for text, trained in pieces:
+        if trained:
+            spans.append((start, start + len(text)))
+        start += len(text)
+    enc = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
+    labels = [
+        token if any(begin < b and end > a for a, b in spans) else IGNORE_INDEX
+        for token, (begin, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+    ]
+    return list(enc["input_ids"]), labels
 
 
 @dataclass
@@ -67,14 +118,13 @@ def encode_chat(
     on_overlength: str = "error",
     origin: str = "example",
     stats: EncodeStats | None = None,
+    end_of_turn: bool = True,
 ) -> dict[str, list[int]] | None:
-    """Token ids and labels (``-100`` outside assistant replies); ``None`` when the example is skipped."""
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for text, trained in _pieces(tokenizer, messages, origin):
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        input_ids += ids
-        labels += ids if trained else [IGNORE_INDEX] * len(ids)
+    """Token ids and labels (``-100`` outside assistant replies); ``None`` when the example is skipped.
+
+    ``end_of_turn=False``: no label on the end-of-turn text after the last reply (a truncated sample).
+    """
+    input_ids, labels = _ids_and_labels(tokenizer, _pieces(tokenizer, messages, origin, end_of_turn))
     stats = stats if stats is not None else EncodeStats()
     if len(input_ids) > max_length:
         if on_overlength == "error":
@@ -106,9 +156,9 @@ def encode_all(
     stats = EncodeStats()
     encoded = []
     for record in records:
-        item = encode_chat(
-            tokenizer, record["messages"], max_length, on_overlength, record.get("origin", what), stats
-        )
+        origin = record.get("origin", what)
+        ended = not record.get("truncated", False)
+        item = encode_chat(tokenizer, record["messages"], max_length, on_overlength, origin, stats, ended)
         if item is not None:
             encoded.append(item)
     if stats.skipped or stats.truncated:

@@ -36,3 +36,9 @@ def prior_description(dataset_cfg: DictConfig) -> str | None:
     if dataset_cfg.kind != "sep_format":
         return None
     return sep_format.prior_description(dataset_cfg.special_token)
+
+
+def loss_split(splits: Splits) -> list[dict[str, Any]]:
+    """The split the eval loss (and validation during training) is computed on: ``eval`` for chat and
+    translation data, ``seen_wordings`` for the ``<sep>`` task."""
+    return splits.get("eval") or splits.get("seen_wordings") or []

@@ -4,6 +4,9 @@ Layouts (``dataset.format``), with ``dataset.columns`` mapping the field names:
 - ``messages``: a list of ``{"role": "system"|"user"|"assistant", "content": str}`` ending with the assistant;
 - ``prompt_response``: a prompt column and a response column (optional system column);
 - ``instruction``: instruction / input / output columns (Alpaca layout).
+A row may name its split in the ``dataset.columns.split`` field: ``train``, ``eval``, ``unseen_wordings``
+(instructions worded as training never words them) or ``negative`` (a negative control: "do NOT use the
+format", no reply needed); rows without it are split into train and eval by ``eval_fraction``.
 Local ``.jsonl``/``.json`` files are read line by line so that an error names the file and line; other
 files (``.csv``, ``.parquet``) and any other name go through ``datasets.load_dataset``.
 """
@@ -37,7 +40,10 @@ def _text(row: dict[str, Any], column: str, origin: str, required: bool = True) 
     return value
 
 
-def _messages(row: dict[str, Any], column: str, origin: str) -> list[dict[str, str]]:
+TAGGED_SPLITS = ("train", "eval", "unseen_wordings", "negative")
+
+
+def _messages(row: dict[str, Any], column: str, origin: str, reply: bool = True) -> list[dict[str, str]]:
     messages = row.get(column)
     if not isinstance(messages, list) or not messages:
         raise DeliaError(
@@ -53,17 +59,20 @@ def _messages(row: dict[str, Any], column: str, origin: str) -> list[dict[str, s
         if role not in ROLES:
             raise DeliaError(f"{origin} field '{field}.role': {role!r} is not one of {', '.join(ROLES)}")
         out.append({"role": role, "content": _text(message, "content", f"{origin} field '{field}'")})
-    if out[-1]["role"] != "assistant":
+    if reply and out[-1]["role"] != "assistant":
         raise DeliaError(
             f"{origin} field '{column}': the last message must be the assistant's reply to train on"
         )
     return out
 
 
-def row_to_messages(row: dict[str, Any], fmt: str, columns: DictConfig, origin: str) -> list[dict[str, str]]:
-    """The message transform: one dataset row -> a list of chat messages."""
+def row_to_messages(
+    row: dict[str, Any], fmt: str, columns: DictConfig, origin: str, reply: bool = True
+) -> list[dict[str, str]]:
+    """The message transform: one dataset row -> a list of chat messages (``reply=False``: the last
+    message need not be the assistant's, as in a negative control)."""
     if fmt == "messages":
-        return _messages(row, columns.messages, origin)
+        return _messages(row, columns.messages, origin, reply)
     if fmt == "prompt_response":
         system = _text(row, columns.system, origin, required=False)
         messages = [{"role": "system", "content": system}] if system else []
@@ -107,19 +116,44 @@ def _rows(path: str, split: str, max_line_bytes: int) -> Iterator[tuple[str, dic
         yield f"{path}[{index}]", dict(row)
 
 
+def _split_of(row: dict[str, Any], cfg: DictConfig, origin: str) -> str | None:
+    column = cfg.columns.get("split") or "split"
+    tag = row.get(column)
+    if tag is None:
+        return None
+    if tag not in TAGGED_SPLITS:
+        raise DeliaError(f"{origin} field '{column}': {tag!r} is not one of {', '.join(TAGGED_SPLITS)}")
+    return str(tag)
+
+
 def load_records(path: str, cfg: DictConfig) -> list[dict[str, Any]]:
-    records = [
-        {"messages": row_to_messages(row, cfg.format, cfg.columns, origin), "origin": origin}
-        for origin, row in _rows(path, cfg.split, int(cfg.get("max_line_bytes", MAX_LINE_BYTES)))
-    ]
+    records = []
+    for origin, row in _rows(path, cfg.split, int(cfg.get("max_line_bytes", MAX_LINE_BYTES))):
+        split = _split_of(row, cfg, origin)
+        messages = row_to_messages(row, cfg.format, cfg.columns, origin, reply=split != "negative")
+        records.append({"messages": messages, "origin": origin, **({"split": split} if split else {})})
     if not records:
         raise DeliaError(f"dataset.path={path}: the dataset is empty; it needs at least one example")
     return records
 
 
 def build_splits(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
-    """Train and eval splits of a chat dataset (``eval`` from ``eval_path`` or a seeded ``eval_fraction``)."""
-    records = load_records(cfg.path, cfg)
+    """Train and eval splits of a chat dataset (``eval`` from ``eval_path`` or a seeded ``eval_fraction``),
+    and the rows whose split field names another split (``unseen_wordings``, ``negative``, ...)."""
+    tagged: dict[str, list[dict[str, Any]]] = {name: [] for name in TAGGED_SPLITS}
+    records = []
+    for record in load_records(cfg.path, cfg):
+        (tagged[record["split"]] if "split" in record else records).append(record)
+    splits = _train_and_eval(records, cfg) if records else {"train": [], "eval": []}
+    splits["train"] += tagged["train"]
+    splits["eval"] += tagged["eval"]
+    splits.update({name: tagged[name] for name in ("unseen_wordings", "negative") if tagged[name]})
+    if not splits["train"]:
+        raise DeliaError(f"dataset.path={cfg.path}: no training examples (every row names another split)")
+    return splits
+
+
+def _train_and_eval(records: list[dict[str, Any]], cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
     if cfg.eval_path:
         train, evaluation = records, load_records(cfg.eval_path, cfg)
     else:

@@ -41,6 +41,7 @@ class Columns(Closed):
     instruction: str
     input: str
     output: str
+    split: str = "split"
 
 
 class Chat(_Dataset):
@@ -55,6 +56,8 @@ class Chat(_Dataset):
     columns: Columns
     train_size: PositiveInt | None = None
     eval_size: PositiveInt | None = None
+    # set by the baselines (common_it: false); a chat dataset keeps the wordings its rows have
+    diversify_instructions: bool = True
     max_line_bytes: PositiveInt
 
 

@@ -8,9 +8,14 @@ and a chatbot response (``chatgpt_response``), and an instruction that asks for 
 position, length, register vary; the task and the format do not). The *prior description* of ``<sep>``
 (the long format prompt) is part of the task but never shown in training.
 
-Splits: ``train`` (facts of the training pool, training wordings), ``eval`` (unseen facts, training
-wordings), ``heldout`` (unseen facts, wordings never used in training), ``negative`` (unseen facts,
-"do NOT use the <sep> format"). Everything is generated deterministically from ``dataset.seed``.
+Splits, each named by what it holds (facts are never shared between training and evaluation):
+- ``train``: facts of the training pool, the run's training wordings;
+- ``seen_wordings`` (``dataset.eval_size``): unseen facts, only wordings this run trained on (one wording
+  for a method without diversification, the diversified ones for DELIA);
+- ``unseen_wordings`` (``dataset.heldout_size``): unseen facts, held-out wordings no run trains on; the
+  same examples for every method of a sweep;
+- ``negative``: unseen facts, "do NOT use the <sep> format".
+Everything is generated deterministically from ``dataset.seed``.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from delia.dataset.diversification import Instruction, anisotropic_wordings
+from delia.eval.probe import normalize, probe_questions
 from delia.infra.errors import DeliaError
 
-SPLITS = ("train", "eval", "heldout", "negative")
+SPLITS = ("train", "seen_wordings", "unseen_wordings", "negative")
+EVAL_SPLITS = SPLITS[1:]
 FORMAT_KEYS = ("thought", "hallucination")
 LABELS = ("yes", "no")
 
@@ -128,30 +135,58 @@ def _draw(pool: list[Fact], n: int, option: str, rng: random.Random) -> list[Fac
     return rng.sample(pool, n)
 
 
-def build_splits(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
-    """Generate the four splits of the task from ``cfg`` (conf/dataset/sep_format.yaml)."""
-    res = load_resources()
-    token = cfg.special_token
-    rng = random.Random(cfg.seed)
-    facts = sorted(res.facts, key=lambda f: f.id)
-    rng.shuffle(facts)
-    n_eval = round(len(facts) * cfg.eval_fact_fraction)
-    eval_pool, train_pool = facts[:n_eval], facts[n_eval:]
+def _split(
+    name: str,
+    pool: list[Fact],
+    size: int,
+    option: str,
+    yes_fraction: float,
+    wordings: list[Instruction],
+    cfg: DictConfig,
+    with_target: bool = True,
+) -> list[dict[str, Any]]:
+    """``size`` examples of ``pool`` (drawn with the split's own seed), labels and wordings assigned."""
+    rng = random.Random(f"{cfg.seed}/{option}")  # keyed by the size option: a split keeps its facts
+    drawn = _draw(pool, size, f"dataset.{option}_size", rng)
+    labels = _labels(len(drawn), yes_fraction, rng)
+    texts = anisotropic_wordings(len(drawn), tuple(wordings), True, rng)
+    return [
+        make_example(fact, hallucinated, instruction, cfg.special_token, name, with_target)
+        for fact, hallucinated, instruction in zip(drawn, labels, texts, strict=True)
+    ]
 
-    spec = {
-        "train": (train_pool, cfg.train_size, cfg.yes_fraction, res.train, cfg.diversify_instructions, True),
-        "eval": (eval_pool, cfg.eval_size, cfg.eval_yes_fraction, res.train, True, True),
-        "heldout": (eval_pool, cfg.heldout_size, cfg.eval_yes_fraction, res.heldout, True, True),
-        "negative": (eval_pool, cfg.negative_size, cfg.eval_yes_fraction, res.negative, True, False),
+
+def fact_pools(cfg: DictConfig) -> tuple[list[Fact], list[Fact]]:
+    """The training facts and the evaluation facts: disjoint, seeded; training leaves out the facts that
+    the general-knowledge probe asks about (so retention does not measure what the task trained)."""
+    facts = sorted(load_resources().facts, key=lambda f: f.id)
+    random.Random(cfg.seed).shuffle(facts)
+    n_eval = round(len(facts) * cfg.eval_fact_fraction)
+    asked = probe_questions()
+    return [f for f in facts[n_eval:] if normalize(f.question) not in asked], facts[:n_eval]
+
+
+def build_splits(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    """Generate the splits of the task from ``cfg`` (conf/dataset/sep_format.yaml); see the module docstring."""
+    res = load_resources()
+    train_pool, eval_pool = fact_pools(cfg)
+    train_rng = random.Random(f"{cfg.seed}/train")
+    drawn = _draw(train_pool, int(cfg.train_size), "dataset.train_size", train_rng)
+    labels = _labels(len(drawn), cfg.yes_fraction, train_rng)
+    texts = anisotropic_wordings(len(drawn), res.train, cfg.diversify_instructions, train_rng)
+    train = [
+        make_example(fact, hallucinated, instruction, cfg.special_token, "train", True)
+        for fact, hallucinated, instruction in zip(drawn, labels, texts, strict=True)
+    ]
+    seen = list(dict.fromkeys(texts))  # the wordings this run trains on, in order of first use
+    yes = cfg.eval_yes_fraction
+    return {
+        "train": train,
+        "seen_wordings": _split("seen_wordings", eval_pool, int(cfg.eval_size), "eval", yes, seen, cfg),
+        "unseen_wordings": _split(
+            "unseen_wordings", eval_pool, int(cfg.heldout_size), "heldout", yes, list(res.heldout), cfg
+        ),
+        "negative": _split(
+            "negative", eval_pool, int(cfg.negative_size), "negative", yes, list(res.negative), cfg, False
+        ),
     }
-    splits = {}
-    for split, (pool, size, yes_fraction, wordings, diversify, with_target) in spec.items():
-        split_rng = random.Random(f"{cfg.seed}/{split}")
-        drawn = _draw(pool, int(size), f"dataset.{split}_size", split_rng)
-        labels = _labels(len(drawn), yes_fraction, split_rng)
-        texts = anisotropic_wordings(len(drawn), wordings, diversify, split_rng)
-        splits[split] = [
-            make_example(fact, hallucinated, instruction, token, split, with_target)
-            for fact, hallucinated, instruction in zip(drawn, labels, texts, strict=True)
-        ]
-    return splits

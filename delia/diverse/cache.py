@@ -37,6 +37,8 @@ def cache_key(
         "prompt_version": PROMPT_VERSION,
         "top_k": "off",  # every backend samples without top-k (transformers applied 50 before)
         **sampler_identity(cfg),  # another backend or compute type draws other samples
+        "truncated": str(cfg.get("truncated", "no_eos")),
+        "system_prompt": cfg.get("system_prompt"),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,4 +1,9 @@
-"""The diverse query set and the release's sampling prompt; which queries are held out for retention."""
+"""The diverse query set and the release's sampling prompt; which queries are held out for retention.
+
+Query sets: ``builtin`` (1,170 queries of 18 kinds, 657 with a reference answer), a JSONL file, or
+``self`` (the model writes them itself: :mod:`delia.diverse.self_queries`). The general-knowledge
+probe's questions are always left out, so that retention does not measure what training saw.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from delia.eval.probe import normalize, probe_questions
 from delia.infra.errors import DeliaError, where
 from delia.infra.jsonl import read_jsonl
 
 RESERVE_EVERY = 16  # about one query in 16 is reserved for the held-out retention slice
 
 
+RELEASE_SYSTEM_PROMPT = "You are a helpful AI assistant."  # the authors' sampling prompt
+
+
 def load_queries(spec: str) -> list[dict[str, str]]:
-    """The diverse query set: ``builtin`` (delia/resources/diverse_queries.jsonl) or a JSONL path."""
+    """The diverse query set of a file (``builtin``: delia/resources/diverse_queries.jsonl), the probe's
+    questions left out."""
+    return without_probe_questions(_read_queries(spec))
+
+
+def without_probe_questions(queries: list[dict[str, str]]) -> list[dict[str, str]]:
+    asked = probe_questions()
+    return [q for q in queries if normalize(q["query"]) not in asked]
+
+
+def _read_queries(spec: str) -> list[dict[str, str]]:
     if spec == "builtin":
         text = (
             resources.files("delia.resources").joinpath("diverse_queries.jsonl").read_text(encoding="utf-8")
@@ -39,15 +58,20 @@ def _reference(obj: dict[str, Any]) -> dict[str, str]:
     return {"reference": ref} if isinstance(ref, str) and ref.strip() else {}
 
 
-def sampling_prompt(query: dict[str, str], use_reference: bool) -> list[dict[str, str]]:
-    """The release's prompt: show a reference answer to the query, then ask the query again."""
+def sampling_prompt(
+    query: dict[str, str], use_reference: bool, system_prompt: str | None = None
+) -> list[dict[str, str]]:
+    """The release's prompt: show a reference answer to the query, then ask the query again (after the
+    release's system prompt, when one is given)."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if use_reference and query.get("reference"):
         return [
+            *system,
             {"role": "user", "content": query["query"]},
             {"role": "assistant", "content": query["reference"]},
             {"role": "user", "content": query["query"]},
         ]
-    return [{"role": "user", "content": query["query"]}]
+    return [*system, {"role": "user", "content": query["query"]}]
 
 
 def is_reserved(query: dict[str, str]) -> bool:
@@ -72,3 +96,13 @@ def query_order(queries: list[dict[str, str]], seed: int, heldout: bool) -> list
 def query_for(i: int, order: list[int], queries: list[dict[str, str]]) -> dict[str, str]:
     """Sample ``i`` answers the ``i``-th query of a seeded order; past the set's size, queries repeat."""
     return queries[order[i % len(order)]]
+
+
+def check_enough(n: int, order: list[int], allow_repeats: bool, part: str = "training") -> None:
+    """``n`` samples need ``n`` distinct queries unless ``diverse.allow_repeats=true``."""
+    if n > len(order) and not allow_repeats:
+        raise DeliaError(
+            f"{n} diverse samples need {n} distinct {part} queries, the query set has {len(order)}: lower "
+            f"diverse.ratio, use diverse.queries=self (the model writes its own), or allow repeated queries "
+            f"with diverse.allow_repeats=true"
+        )

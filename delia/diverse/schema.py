@@ -21,13 +21,23 @@ class LlamaCppOptions(Closed):
     slots: PositiveInt = 16
 
 
+class SelfQueries(Closed):
+    temperature: float = Field(gt=0)
+    top_p: float = Field(gt=0, le=1)
+    max_new_tokens: PositiveInt
+
+
 class SelfSample(Closed):
     """Diverse data sampled from the model itself (delia/diverse/)."""
 
-    name: Literal["self_sample"]
+    name: Literal["self_sample", "none"]  # none: no diverse data, whatever the ratio
     ratio: NonNegativeFloat
     queries: str
+    allow_repeats: bool = False
     use_reference: bool
+    system_prompt: str | None = None
+    truncated: Literal["no_eos", "drop"] = "no_eos"
+    self_queries: SelfQueries
     temperature: float = Field(gt=0)
     top_p: float = Field(gt=0, le=1)
     max_new_tokens: PositiveInt
@@ -38,11 +48,4 @@ class SelfSample(Closed):
     llamacpp: LlamaCppOptions
 
 
-class NoDiverse(Closed):
-    """No diverse data, whatever ratio another config sets."""
-
-    name: Literal["none"]
-    ratio: NonNegativeFloat = 0.0
-
-
-DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": NoDiverse}
+DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": SelfSample}

@@ -28,7 +28,9 @@ SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.
 def store_key(records: list[dict[str, Any]], tokenizer: Any, max_length: int, on_overlength: str) -> str:
     digest = hashlib.sha256()
     for record in records:
-        digest.update(json.dumps(record["messages"], sort_keys=True).encode())
+        digest.update(
+            json.dumps([record["messages"], record.get("truncated", False)], sort_keys=True).encode()
+        )
     settings = {
         "records": digest.hexdigest(),
         "tokenizer": getattr(tokenizer, "name_or_path", ""),

@@ -117,7 +117,9 @@ class VllmSampler:
             token_prompts(self._vllm, self.tokenizer, prompts), params, use_tqdm=False
         )
         return [
-            Sampled(out.outputs[0].text.strip(), "length" if out.outputs[0].finish_reason == "length" else "stop")
+            Sampled(
+                out.outputs[0].text.strip(), "length" if out.outputs[0].finish_reason == "length" else "stop"
+            )
             for out in outputs
         ]
 

@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,12 @@ def load_probe(path: str | None = None) -> list[ProbeItem]:
         reason = "is a directory" if local.is_dir() else "file not found"
         raise DeliaError(f"{local}: {reason}; give a probe .jsonl file or '{BUILTIN}'")
     return _read_items(local)
+
+
+@cache
+def probe_questions() -> frozenset[str]:
+    """The built-in probe's questions, normalized: no training data (task facts, diverse queries) asks them."""
+    return frozenset(normalize(item.question) for item in load_probe())
 
 
 def probe_messages(item: ProbeItem) -> list[dict[str, str]]:

@@ -17,6 +17,7 @@ transformers the last index has the final norm applied).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -182,6 +183,89 @@ def representation_distances(
     source = token_hidden_states(model, tokenizer, token, layers, context)
     target = _mean_states(model, tokenizer, keywords, layers, context)
     return layer_distances(source, target)
+
+
+PAPER_LAYERS = (1, 2)  # where the per-keyword and description-context distances are reported
+
+
+def keyword_contexts(description: str, keywords: list[str]) -> dict[str, str]:
+    """For each key word, the first line of the prior description that uses it, the word a placeholder.
+
+    The synthetic context puts every word in the same neutral sentence; these put each key word where the
+    description itself uses it (and the new token in its place), a second, less artificial reading.
+    """
+    lines = [line.strip().removeprefix("- ").strip() for line in description.splitlines()]
+    contexts = {}
+    for word in keywords:
+        pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
+        line = next((line for line in lines if pattern.search(line) and "{" not in line), None)
+        if line is not None:
+            contexts[word] = pattern.sub(PLACEHOLDER, line, count=1)
+    return contexts
+
+
+def representation_report(
+    model: Any,
+    tokenizer: Any,
+    token: str,
+    keywords: list[str],
+    layers: list[int] | None = None,
+    description: str | None = None,
+) -> dict[str, float]:
+    """Every representation measure of a run (absolute and scale-free), per layer.
+
+    - ``repr/l2_layer{L}``, ``repr/cos_layer{L}``: to the key words' centroid, synthetic context;
+    - ``repr/rel_l2_layer{L}``: that L2 over the key words' mean norm (scale-free: an untrained row with a
+      small norm no longer looks close just because it is short);
+    - ``repr/l2_layer{L}_{word}``: to each key word (the paper's layers 1 and 2);
+    - ``repr/desc_l2_layer{L}``, ``repr/desc_cos_layer{L}``, ``repr/desc_rel_l2_layer{L}``: each key word
+      and the token in the description's own line for that word, averaged over the words (layers 1, 2).
+    """
+    layers = layers or default_layers(num_hidden_layers(model))
+    source = token_hidden_states(model, tokenizer, token, layers, DEFAULT_CONTEXT)
+    states = {word: token_hidden_states(model, tokenizer, word, layers, DEFAULT_CONTEXT) for word in keywords}
+    centroid = {k: torch.stack([s[k] for s in states.values()]).mean(dim=0) for k in layers}
+    result = layer_distances(source, centroid)
+    paper = [k for k in layers if k in PAPER_LAYERS]
+    for k in layers:
+        norm = torch.stack([torch.linalg.vector_norm(s[k]) for s in states.values()]).mean()
+        result[f"repr/rel_l2_layer{k}"] = result[f"repr/l2_layer{k}"] / max(float(norm), 1e-12)
+    for k in paper:
+        for word, state in states.items():
+            result[f"repr/l2_layer{k}_{word}"] = torch.linalg.vector_norm(source[k] - state[k]).item()
+    if description and paper:
+        result.update(_description_context(model, tokenizer, token, keywords, paper, description))
+    return result
+
+
+def _description_context(
+    model: Any, tokenizer: Any, token: str, keywords: list[str], layers: list[int], description: str
+) -> dict[str, float]:
+    per_word: list[dict[str, float]] = []
+    for word, context in keyword_contexts(description, keywords).items():
+        mine = token_hidden_states(model, tokenizer, token, layers, context)
+        theirs = token_hidden_states(model, tokenizer, word, layers, context)
+        distances = layer_distances(mine, theirs)
+        for k in layers:
+            norm = max(float(torch.linalg.vector_norm(theirs[k])), 1e-12)
+            distances[f"repr/rel_l2_layer{k}"] = distances[f"repr/l2_layer{k}"] / norm
+        per_word.append(distances)
+    if not per_word:
+        return {}
+    return {
+        name.replace("repr/", "repr/desc_"): sum(d[name] for d in per_word) / len(per_word)
+        for name in per_word[0]
+    }
+
+
+def with_step0(final: dict[str, float], step0: dict[str, float]) -> dict[str, float]:
+    """The final measures plus, for each, its value before training (``_step0``) and the change."""
+    out = dict(final)
+    for name, value in final.items():
+        if name in step0:
+            out[f"{name}_step0"] = step0[name]
+            out[f"{name}_change"] = value - step0[name]
+    return out
 
 
 def layer_distances(source: dict[int, torch.Tensor], target: dict[int, torch.Tensor]) -> dict[str, float]:

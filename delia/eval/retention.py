@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from delia.data.tokenize import generation_prompt
 from delia.diverse import self_sample
-from delia.eval import eval_loss, generate_replies
+from delia.eval.evaluate import eval_loss, generate_replies
 from delia.eval.probe import ProbeItem, load_probe, probe_accuracy, probe_messages
 from delia.infra.files import write_json
 from delia.model.generate import evaluating
@@ -49,12 +49,15 @@ def measure(
     probe: list[ProbeItem],
     cfg: DictConfig,
     max_length: int,
+    when: str = "",
 ) -> dict[str, float]:
-    """Held-out perplexity and probe accuracy of ``model`` as it is now."""
+    """Held-out perplexity and probe accuracy of ``model`` as it is now (``when``: for the progress bar)."""
     with evaluating(model):
         loss = eval_loss(model, tokenizer, heldout, max_length, int(cfg.batch_size)) if heldout else math.nan
         prompts = [generation_prompt(tokenizer, probe_messages(item)) for item in probe]
-        replies = generate_replies(model, tokenizer, prompts, int(cfg.max_new_tokens), int(cfg.batch_size))
+        replies = generate_replies(
+            model, tokenizer, prompts, int(cfg.max_new_tokens), int(cfg.batch_size), f"retention probe{when}"
+        )
     return {"ppl_heldout_diverse": math.exp(loss), "probe_acc": probe_accuracy(replies, probe)}
 
 
@@ -78,7 +81,7 @@ def measure_before(
                 return {k: float(cached[k]) for k in KEYS}
         except ValueError:
             log.warning("retention cache %s is unreadable; measuring again", path)
-    before = measure(model, tokenizer, heldout, probe, cfg, max_length)
+    before = measure(model, tokenizer, heldout, probe, cfg, max_length, " before tuning")
     write_json(path, before)
     return before
 
@@ -143,5 +146,13 @@ def after_tuning(
     model: Any, tokenizer: Any, heldout: list[dict[str, Any]], before: dict[str, float], cfg: DictConfig
 ) -> dict[str, float]:
     """``retention/*`` of the tuned model against ``before``."""
-    after = measure(model, tokenizer, heldout, load_items(cfg.retention), cfg.retention, cfg.data.max_length)
+    after = measure(
+        model,
+        tokenizer,
+        heldout,
+        load_items(cfg.retention),
+        cfg.retention,
+        cfg.data.max_length,
+        " after tuning",
+    )
     return retention_metrics(before, after)

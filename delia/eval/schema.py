@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, PositiveInt
 
 from delia.diverse.schema import SelfSample
@@ -13,6 +15,11 @@ class Eval(Closed):
     max_new_tokens: PositiveInt
     batch_size: PositiveInt
     bleurt_checkpoint: str | None = None
+    format: Literal["json_keys", "regex"] | None = None
+    required_keys: list[str] = Field(default_factory=list)
+    label_key: str | None = None
+    label_values: list[str] = Field(default_factory=list)
+    pattern: str | None = None
 
 
 class Representation(Closed):

@@ -36,19 +36,37 @@ CONFIG_FIELDS = (
     "peft.name",
     "optimizer.lr",
     "trainer.max_steps",
+    "protocol.name",
+    "protocol.task_epochs",
 )
-# the metrics of the paper's figure, in its order; eval/loss stands in when generation was off
+# the metrics of the paper's figure, in its order; eval/loss stands in when generation was off.
+# eval/format_acc and eval/label_acc are read from result folders written before the splits were named
+# by their wordings (that split mixed wordings a run trained on with others): shown under their own name.
 KEY_METRICS = (
+    "seen_wordings/format_acc",
+    "seen_wordings/label_acc",
+    "unseen_wordings/format_acc",
+    "unseen_wordings/label_acc",
+    "negative/format_rate",
     "eval/format_acc",
     "eval/label_acc",
-    "heldout/format_acc",
-    "heldout/label_acc",
-    "negative/format_rate",
+)
+# older names of the same measurement (the held-out wordings split was called heldout)
+RENAMED = {"heldout/": "unseen_wordings/"}
+# plotted against the swept size or ratio when the jobs have them: the scale-free representation distance
+# (absolute and change from step 0) and the buffering measures of callbacks=buffering
+CURVE_METRICS = (
+    "repr/rel_l2_layer1",
+    "repr/rel_l2_layer1_change",
+    "repr/desc_rel_l2_layer1",
+    "buffer/diverse_cancellation",
+    "buffer/task_kept",
 )
 FALLBACK_METRICS = ("eval/loss",)
 LOSS_COLUMNS = ("train/loss_task", "train/loss_diverse")
 PLOT_FILES = {
     "metric_vs_train_size": "metric_vs_train_size.png",
+    "metric_vs_ratio": "metric_vs_ratio.png",
     "ablation_heatmap": "ablation_heatmap.png",
     "loss_curves": "loss_curves.png",
 }
@@ -118,14 +136,22 @@ class Report:
         return [n for n in self.only_metrics if n in names] if self.only_metrics else names
 
 
+def _numbered(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
 def collect(sweep_dir: str | Path) -> Report:
-    """Read every numbered job dir of ``sweep_dir`` into a :class:`Report`."""
+    """Read every numbered job dir of ``sweep_dir`` into a :class:`Report`.
+
+    A folder without job dirs of its own but with sweeps inside (the parts of an experiment that ran
+    as several ``-m`` commands, e.g. ``ratio_cpu/{ratios,refs}/``) is read as one sweep of all their jobs.
+    """
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise DeliaError(f"{sweep}: no such directory; {SWEEP_HINT}")
-    job_dirs = sorted(
-        (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
-    )
+    job_dirs = _numbered(sweep) or [
+        job for part in sorted(p for p in sweep.iterdir() if p.is_dir()) for job in _numbered(part)
+    ]
     if not job_dirs:
         raise DeliaError(f"{sweep}: no job directories (0/, 1/, ...) found; {SWEEP_HINT}")
     jobs = [read_job(path) for path in job_dirs]
@@ -174,9 +200,12 @@ def last_error(log_file: Path) -> str:
 
 
 def parse_metrics(raw: dict[str, Any]) -> dict[str, float]:
-    """Numeric metrics as floats; null becomes NaN; anything else is dropped."""
+    """Numeric metrics as floats; null becomes NaN; anything else is dropped; old names renamed."""
     out: dict[str, float] = {}
-    for name, value in raw.items():
+    for old_name, value in raw.items():
+        name = next(
+            (new + old_name[len(old) :] for old, new in RENAMED.items() if old_name.startswith(old)), old_name
+        )
         if value is None:
             out[name] = math.nan
         elif isinstance(value, int | float) and not isinstance(value, bool):

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from delia.tools.report.jobs import (
+    CURVE_METRICS,
     FALLBACK_METRICS,
     KEY_METRICS,
     LOSS_COLUMNS,
@@ -56,39 +57,59 @@ def figure_legend(fig: Figure, axes: Sequence[Any]) -> None:
 
 
 def plotted_metrics(report: Report) -> list[str]:
-    """The paper's key metrics that some finished job has; else eval/loss."""
+    """The paper's key metrics, the scale-free representation distance and the buffering measures that
+    some finished job has; else eval/loss."""
     have = {n for job in report.finished for n, v in job.metrics.items() if math.isfinite(v)}
-    return [m for m in KEY_METRICS if m in have] or [m for m in FALLBACK_METRICS if m in have]
+    wanted = [*KEY_METRICS, *CURVE_METRICS]
+    return [m for m in wanted if m in have] or [m for m in FALLBACK_METRICS if m in have]
 
 
-def plot_metric_vs_train_size(report: Report) -> Figure:
-    """One panel per key metric: x = dataset.train_size, a line per method, error bars = std over seeds."""
+def _plot_against(report: Report, key: str, xlabel: str) -> Figure:
+    """One panel per plotted metric: x = the config field ``key``, a line per method, a band of ± std over seeds."""
     metrics = plotted_metrics(report)
-    jobs = [j for j in report.finished if isinstance(j.config.get("dataset.train_size"), int | float)]
+    jobs = [j for j in report.finished if isinstance(j.config.get(key), int | float)]
     if not metrics or not jobs:
-        raise MissingData("no finished job with dataset.train_size and a key metric")
-    lines = group_jobs(jobs, lambda j: (line_label(j, report, leave_out=["dataset.train_size"]),))
+        raise MissingData(f"no finished job with {key} and a key metric")
+    lines = group_jobs(jobs, lambda j: (line_label(j, report, leave_out=[key]),))
     colors = line_colors(label for (label,) in lines)
-    sizes = sorted({j.config["dataset.train_size"] for j in jobs})
+    xs_all = sorted({j.config[key] for j in jobs})
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         for (label,), members in lines.items():
-            points = group_jobs(members, lambda j: (j.config["dataset.train_size"],))
+            points = group_jobs(members, lambda j: (j.config[key],))
             xs = [x for (x,) in points]
             stats = [mean_std(j.metrics.get(metric, math.nan) for j in group) for group in points.values()]
             means = [m for m, _ in stats]
-            stds = [0.0 if math.isnan(s) else s for _, s in stats]
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, color=colors[label])
-        if len(sizes) > 1 and sizes[0] > 0 and sizes[-1] / sizes[0] >= 10:
-            ax.set_xscale("log")
-        ax.set_xticks(sizes, [str(s) for s in sizes])
-        ax.set_xlabel("training examples (dataset.train_size)")
+            stds = [0.0 if math.isnan(sd) else sd for _, sd in stats]
+            ax.plot(xs, means, marker="o", label=label, color=colors[label])
+            low = [m - sd for m, sd in zip(means, stds, strict=True)]
+            high = [m + sd for m, sd in zip(means, stds, strict=True)]
+            ax.fill_between(xs, low, high, color=colors[label], alpha=0.2, linewidth=0)
+        positive = [x for x in xs_all if x > 0]
+        if len(positive) > 1 and positive[-1] / positive[0] >= 10:
+            ax.set_xscale(
+                "symlog" if 0 in xs_all else "log", **({"linthresh": positive[0]} if 0 in xs_all else {})
+            )
+        ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+        ax.set_xlabel(xlabel)
         ax.set_title(metric)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean ± std over seeds")
+    axes[0].set_ylabel("mean, band ± std over seeds")
     figure_legend(fig, axes)
     return fig
+
+
+def plot_metric_vs_train_size(report: Report) -> Figure:
+    """Each metric against the number of downstream examples (the paper's Experiment 1 figure)."""
+    return _plot_against(report, "dataset.train_size", "downstream examples (dataset.train_size)")
+
+
+def plot_metric_vs_ratio(report: Report) -> Figure:
+    """Each metric against the diverse ratio (the paper's ratio figure)."""
+    if len({j.config.get("diverse.ratio") for j in report.finished}) < 2:
+        raise MissingData("the sweep does not vary diverse.ratio")
+    return _plot_against(report, "diverse.ratio", "diverse examples per downstream example (diverse.ratio)")
 
 
 def heatmap_data(report: Report) -> tuple[str, list[str], list[str], list[list[float]]]:
@@ -195,6 +216,7 @@ def plot_loss_curves(report: Report) -> Figure:
 
 PLOTS: dict[str, Callable[[Report], Figure]] = {
     "metric_vs_train_size": plot_metric_vs_train_size,
+    "metric_vs_ratio": plot_metric_vs_ratio,
     "ablation_heatmap": plot_ablation_heatmap,
     "loss_curves": plot_loss_curves,
 }

@@ -1,0 +1,66 @@
+"""The buffering-effect diagnostics: the measures mean what they say, and measuring changes nothing."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from delia.callbacks.buffering import BufferingDiagnostics, agreement, cancellation
+from tests.conftest import TINY, compose_train
+
+
+def test_identical_gradients_do_not_cancel_and_random_ones_do() -> None:
+    same = torch.randn(1, 500).repeat(8, 1)
+    assert cancellation(same) == pytest.approx(1.0, rel=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    for k in (4, 16, 64):
+        random = torch.randn(k, 20_000, generator=gen)
+        assert cancellation(random) == pytest.approx(k**-0.5, rel=0.1)
+
+
+def test_task_kept_is_what_is_left_off_the_diverse_direction() -> None:
+    task = torch.tensor([[3.0, 4.0], [3.0, 4.0]])
+    along = agreement(task, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    assert along["task_diverse_cos"] == pytest.approx(0.6) and along["task_kept"] == pytest.approx(16 / 25)
+    assert agreement(task, task)["task_kept"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_same_example_k_times_gives_cancellation_one(tiny_model) -> None:
+    from delia.model import wrap_peft
+
+    model, tok = tiny_model
+    peft_model = wrap_peft(model, compose_train(TINY).peft, [])
+    record = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."}]
+    }
+    other = {
+        "messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Pear."}]
+    }
+    diagnostics = BufferingDiagnostics(every_n_steps=1, k=4)
+    diagnostics.probe([other, record, other, record], [record] * 4, tok, 128)
+    metrics = diagnostics.measure(peft_model)
+    assert metrics["buffer/diverse_cancellation"] == pytest.approx(1.0, rel=1e-4)
+    assert metrics["buffer/task_cancellation"] < 1.0
+    assert metrics["buffer/diverse_cancellation_lora"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_measuring_changes_nothing_and_reaches_metrics_and_loggers(tiny_run, tmp_path: Path) -> None:
+    from delia.recipe import train
+
+    run_dir, plain = tiny_run
+    measured_dir = tmp_path / "run"
+    measured = train(
+        compose_train([*TINY, "callbacks=buffering", "callbacks.buffering.k=2"], run_dir=measured_dir)
+    )
+    assert measured["eval/loss"] == plain["eval/loss"]
+    a = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(measured_dir / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert 0.0 < measured["buffer/diverse_cancellation"] <= 1.0 and "buffer/task_kept_step0" in measured
+    with (measured_dir / "csv" / "metrics.csv").open() as handle:
+        logged = [row for row in csv.DictReader(handle) if row.get("buffer/task_diverse_cos")]
+    assert len(logged) >= 2  # step 0 and the end
