@@ -71,6 +71,7 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
             "bench.memory_ratios=[1,10]",
             "bench.sample_prompts=4",
             "bench.sample_max_new_tokens=8",
+            "bench.samplers=[transformers,llamacpp:q8_0]",
             "bench.matmul_size=256",
             f"hydra.run.dir={out}",
         ],
@@ -92,9 +93,16 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
         len(t["seconds"]) == 2 and all(n > 0 for n in t["tokens"]) for t in results["train_raw"].values()
     )
     assert results["mfu"]["mfu"] > 0 and results["mfu"]["matmul_peak_flops_per_s"] > 0
-    assert results["sampling_tokens_per_s"]["sample/ours"] > 0
+    assert set(results["sampling_tokens_per_s"]) == {"sample/transformers", "sample/llamacpp_q8_0"}
+    assert all(v > 0 for v in results["sampling_tokens_per_s"].values())
+    check = results["sampling_logprob"]["llamacpp_q8_0"]
+    assert check["mean"] < 0 and check["se_of_difference"] > 0 and "minus_transformers" in check
     assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}
-    for key in ("train/ours_vs_trl_release", "train/ours_vs_trl_packing", "sample/ours_vs_one_by_one"):
+    for key in (
+        "train/ours_vs_trl_release",
+        "train/ours_vs_trl_packing",
+        "sample/llamacpp_q8_0_vs_transformers",
+    ):
         assert results["ratios"][key] > 0
     assert "train/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
 

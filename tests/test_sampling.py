@@ -18,7 +18,8 @@ MODEL_ID = {"name": "tiny_random"}
 
 
 def diverse_cfg(**overrides):
-    cfg = compose_train(TINY).diverse
+    # the batched transformers path (the llama.cpp one: tests/test_sampling_llamacpp.py)
+    cfg = compose_train([*TINY, "diverse.sampler=transformers"]).diverse
     return OmegaConf.merge(cfg, overrides)
 
 

@@ -35,7 +35,7 @@ from delia.diverse.queries import (
     query_order,
     sampling_prompt,
 )
-from delia.diverse.samplers import Sampled, make_sampler
+from delia.diverse.samplers import Sampled, Sampler, StreamingSampler, make_sampler
 from delia.diverse.self_queries import self_written_queries
 from delia.infra.errors import DeliaError
 from delia.model.generate import evaluating
@@ -78,13 +78,17 @@ def self_sample(
         }
         (cache.folder / "meta.json").write_text(json.dumps(meta, indent=2))
         cache.drop_torn_tail()
+
+        def open_backend() -> Sampler:
+            return make_sampler(model, tokenizer, cfg, model_path, cache_dir, model_id)
+
         drawn = n
         what = "sampling the held-out retention slice" if heldout else "self-sampling diverse data"
-        done = _sample_indices(model, tokenizer, cfg, range(n), order, queries, cache, model_path, what)
+        done = _sample_indices(model, tokenizer, cfg, range(n), order, queries, cache, open_backend, what)
         while cfg.get("truncated", "no_eos") == "drop" and _kept(done, drawn) < n:
             more = range(drawn, drawn + n - _kept(done, drawn))
             _refuse_endless_drops(cfg, drawn, len(order))
-            done = _sample_indices(model, tokenizer, cfg, more, order, queries, cache, model_path, what)
+            done = _sample_indices(model, tokenizer, cfg, more, order, queries, cache, open_backend, what)
             drawn = more.stop
     records = [_as_record(done[i]) for i in range(drawn) if done[i]["response"]]
     if stats is not None:
@@ -124,7 +128,7 @@ def _sample_indices(
     order: list[int],
     queries: list[dict[str, str]],
     cache: SampleCache,
-    model_path: str | None,
+    open_backend: Callable[[], Sampler],
     what: str,
 ) -> dict[int, dict[str, Any]]:
     """Sample what the cache lacks among ``indices``; return every intact record of the cache."""
@@ -139,8 +143,8 @@ def _sample_indices(
         len(missing),
     )
     if missing:
-        with contextlib.closing(make_sampler(model, tokenizer, cfg, model_path)) as backend:
-            _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend.generate, what)
+        with contextlib.closing(open_backend()) as backend:
+            _sample_missing(model, tokenizer, cfg, missing, order, queries, cache, backend, what)
         done = cache.read()
     return done
 
@@ -153,7 +157,7 @@ def _sample_missing(
     order: list[int],
     queries: list[dict[str, str]],
     cache: SampleCache,
-    generate: Callable[[list[str], int], list[Sampled]],
+    backend: Sampler,
     what: str = "self-sampling diverse data",
 ) -> None:
     system = RELEASE_SYSTEM_PROMPT if cfg.get("system_prompt") == "release" else cfg.get("system_prompt")
@@ -162,24 +166,28 @@ def _sample_missing(
         for i in missing
     }
     by_length = sorted(missing, key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
+
+    def record(i: int, reply: Sampled) -> dict[str, Any]:
+        query = query_for(i, order, queries)
+        return {
+            "i": i,
+            "query_id": str(query["id"]),
+            "query": query["query"],
+            "response": reply.text,
+            "finish": reply.finish,
+        }
+
+    if isinstance(backend, StreamingSampler):  # every prompt at once; each reply is cached as it ends
+        seeds = [int(cfg.seed) * 1_000_003 + i for i in by_length]
+        for k, reply in backend.stream([prompts[i] for i in by_length], seeds):
+            cache.append([record(by_length[k], reply)])
+        return
     size = int(cfg.batch_size)
     with evaluating(model):
         for start in progress(range(0, len(by_length), size), desc=what, unit="batch"):
             batch = by_length[start : start + size]
-            replies = generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
-            records = []
-            for i, reply in zip(batch, replies, strict=True):
-                query = query_for(i, order, queries)
-                records.append(
-                    {
-                        "i": i,
-                        "query_id": str(query["id"]),
-                        "query": query["query"],
-                        "response": reply.text,
-                        "finish": reply.finish,
-                    }
-                )
-            cache.append(records)
+            replies = backend.generate([prompts[i] for i in batch], int(cfg.seed) * 1_000_003 + batch[0])
+            cache.append([record(i, reply) for i, reply in zip(batch, replies, strict=True)])
 
 
 def _as_record(sample: dict[str, Any]) -> dict[str, Any]:

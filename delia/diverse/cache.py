@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from delia.diverse.samplers import sampler_identity
 from delia.infra.files import file_lock
 
 PROMPT_VERSION = 3  # 2: retention queries reserved; 3: records say why each answer ended (finish)
@@ -34,11 +35,11 @@ def cache_key(
         "use_reference": bool(cfg.use_reference),
         "seed": int(cfg.seed),
         "prompt_version": PROMPT_VERSION,
+        "top_k": "off",  # every backend samples without top-k (transformers applied 50 before)
+        **sampler_identity(cfg),  # another backend or compute type draws other samples
         "truncated": str(cfg.get("truncated", "no_eos")),
         "system_prompt": cfg.get("system_prompt"),
     }
-    if cfg.get("sampler", "transformers") != "transformers":  # another backend draws other samples
-        settings["sampler"] = str(cfg.sampler)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

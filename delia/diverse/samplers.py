@@ -1,10 +1,15 @@
-"""Sampler backends (``diverse.sampler``): batched transformers ``generate`` (default) or vLLM on a GPU."""
+"""Sampler backends (``diverse.sampler``): llama.cpp on a CPU (:mod:`delia.diverse.llamacpp`, the default),
+batched transformers ``generate``, or vLLM on a GPU (:mod:`delia.diverse.vllm`).
+
+Every backend samples the same way: temperature, then top-p, no top-k, min-p or repetition penalty, stop on
+every end-of-turn token of the chat template or at ``max_new_tokens``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from omegaconf import DictConfig
@@ -35,6 +40,7 @@ def generate_batch(
         do_sample=True,
         temperature=float(cfg.temperature),
         top_p=float(cfg.top_p),
+        top_k=0,  # off: unset, transformers would apply its default top-k of 50
         max_new_tokens=int(cfg.max_new_tokens),
     )
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
@@ -50,6 +56,16 @@ class Sampler(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class StreamingSampler(Protocol):
+    """A backend that batches continuously: it takes every prompt at once and yields each reply as it ends.
+
+    Prompt ``k`` is sampled with its own ``seeds[k]``, so a reply does not depend on the other prompts.
+    """
+
+    def stream(self, prompts: list[str], seeds: list[int]) -> Iterator[tuple[int, Sampled]]: ...
+
+
 class TransformersSampler:
     """The default backend: batched transformers ``generate`` on the model already loaded."""
 
@@ -63,24 +79,66 @@ class TransformersSampler:
         """Nothing to free: the model belongs to the caller."""
 
 
-def _vllm_sampler(model: Any, tokenizer: Any, cfg: DictConfig, model_path: str | None) -> Sampler:
+def _vllm_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Source) -> Sampler:
     from delia.diverse.vllm import VllmSampler
 
-    if model_path is None:
+    if source.model_path is None:
         raise DeliaError("diverse.sampler=vllm needs the model's folder or hub id; this caller gave none")
-    return VllmSampler(model_path, tokenizer, cfg)
+    return VllmSampler(source.model_path, tokenizer, cfg)
+
+
+def _llamacpp_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Source) -> Sampler:
+    from delia.diverse.llamacpp import LlamaCppSampler
+
+    if source.cache_dir is None or source.model_id is None:
+        raise DeliaError(
+            "diverse.sampler=llamacpp needs the cache dir and the model identity; this caller gave none"
+        )
+    return LlamaCppSampler(model, tokenizer, cfg, source.cache_dir, source.model_id)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an engine finds the model: its folder or hub id, the cache dir and the model identity."""
+
+    model_path: str | None = None
+    cache_dir: Path | None = None
+    model_id: dict[str, Any] | None = None
 
 
 # diverse.sampler -> the backend's constructor
-SAMPLERS: dict[str, Callable[[Any, Any, DictConfig, str | None], Sampler]] = {
-    "transformers": lambda model, tokenizer, cfg, path: TransformersSampler(model, tokenizer, cfg),
+SAMPLERS: dict[str, Callable[[Any, Any, DictConfig, Source], Sampler]] = {
+    "llamacpp": _llamacpp_sampler,
+    "transformers": lambda model, tokenizer, cfg, source: TransformersSampler(model, tokenizer, cfg),
     "vllm": _vllm_sampler,
 }
 
 
-def make_sampler(model: Any, tokenizer: Any, cfg: DictConfig, model_path: str | None) -> Sampler:
+def make_sampler(
+    model: Any,
+    tokenizer: Any,
+    cfg: DictConfig,
+    model_path: str | None,
+    cache_dir: Path | None = None,
+    model_id: dict[str, Any] | None = None,
+) -> Sampler:
     """The backend named by ``diverse.sampler`` (``model_path``: the model's folder, for engines)."""
     name = cfg.get("sampler", "transformers")
     if name not in SAMPLERS:
         raise DeliaError(f"diverse.sampler={name!r} is unknown: use {' or '.join(SAMPLERS)}")
-    return SAMPLERS[name](model, tokenizer, cfg, model_path)
+    return SAMPLERS[name](model, tokenizer, cfg, Source(model_path, cache_dir, model_id))
+
+
+def sampler_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What of the backend changes the samples, for the cache key: its name and its compute type.
+
+    transformers computes in the model's own dtype, which the model identity already holds.
+    """
+    name = str(cfg.get("sampler", "transformers"))
+    if name == "llamacpp":
+        from delia.diverse.llamacpp import options
+
+        return {"sampler": name, "compute_type": options(cfg)["compute_type"]}
+    if name == "vllm":
+        return {"sampler": name, "dtype": str((cfg.get("vllm") or {}).get("dtype", "auto"))}
+    return {"sampler": name}

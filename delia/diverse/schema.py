@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from delia.infra.schema import Closed
 
@@ -13,6 +13,12 @@ class VllmOptions(Closed):
     gpu_memory_utilization: float = Field(gt=0, le=1)
     dtype: str = "auto"
     tensor_parallel_size: PositiveInt = 1
+
+
+class LlamaCppOptions(Closed):
+    compute_type: Literal["f32", "f16", "q8_0", "q4_1"]
+    workers: NonNegativeInt = 0  # 0: one per CPU core
+    slots: PositiveInt = 16
 
 
 class SelfQueries(Closed):
@@ -37,8 +43,9 @@ class SelfSample(Closed):
     max_new_tokens: PositiveInt
     batch_size: PositiveInt
     seed: int
-    sampler: Literal["transformers", "vllm"]
+    sampler: Literal["llamacpp", "transformers", "vllm"]
     vllm: VllmOptions
+    llamacpp: LlamaCppOptions
 
 
 DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": SelfSample}

@@ -9,8 +9,9 @@ One run, one model, one data set, one machine, one process (memory in child proc
    ``train/trl_packing`` (the same with TRL's packing on) and ``train/hf_trainer`` (a plain transformers
    ``Trainer`` on our tokenized examples, padding per batch);
 3. ``mfu``: achieved FLOP/s of our step over the peak FLOP/s of a plain float32 matmul measured here;
-4. ``sample/ours`` (delia-sample's batched, length-sorted sampling) against ``sample/one_by_one``
-   (one prompt per ``generate`` call): generated tokens/s;
+4. ``sample/<backend>``: generated tokens/s of each sampler backend of ``bench.samplers`` on the same
+   prompts, and the mean log-probability of its replies under the float32 transformers model
+   (:mod:`delia.tools.bench.sampling`);
 5. ``memory/ratio_<r>``: peak resident memory of a few training steps at diverse ratio r (1 and 100).
 
 Useful tokens are the tokens of real examples (prompt and reply), never padding. Every recipe runs in
@@ -87,10 +88,10 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         }
     if "sampling" in wanted:
         sampling = time_sampling(cfg)
-        results["sampling_tokens_per_s"] = sampling
-        results["ratios"]["sample/ours_vs_one_by_one"] = (
-            sampling["sample/ours"] / sampling["sample/one_by_one"]
-        )
+        results["sampling_tokens_per_s"] = sampling["tokens_per_s"]
+        results["sampling_logprob"] = sampling["logprob"]
+        results["sampling_stopped"] = sampling["stopped"]
+        results["ratios"].update(sampling_ratios(sampling["tokens_per_s"]))
     if "memory" in wanted:
         results["peak_rss_bytes"] = memory_by_ratio(cfg)
         results["ratios"].update(memory_ratios(results["peak_rss_bytes"], list(cfg.bench.memory_ratios)))
@@ -106,6 +107,18 @@ def ratios(tokens_per_s: dict[str, float]) -> dict[str, float]:
         f"train/ours_vs_{name}": ours / value
         for name, value in tokens_per_s.items()
         if name != "ours" and value
+    }
+
+
+def sampling_ratios(tokens_per_s: dict[str, float]) -> dict[str, float]:
+    """Each sampler backend's generated tokens/s over transformers' (higher is faster)."""
+    base = tokens_per_s.get("sample/transformers")
+    if not base:
+        return {}
+    return {
+        f"{name}_vs_transformers": value / base
+        for name, value in tokens_per_s.items()
+        if name != "sample/transformers"
     }
 
 
@@ -126,6 +139,12 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"train/{name:<30} {value:10.1f} useful tok/s")
     for name, value in results.get("sampling_tokens_per_s", {}).items():
         lines.append(f"{name:<36}{value:10.1f} generated tok/s")
+    for name, entry in results.get("sampling_logprob", {}).items():
+        diff = entry.get("minus_transformers")
+        versus = (
+            f"  {diff:+.3f} +- {entry['se_of_difference']:.3f} vs transformers" if diff is not None else ""
+        )
+        lines.append(f"{'logprob/' + name:<36}{entry['mean']:10.3f} +- {entry['se']:.3f} per token{versus}")
     if "mfu" in results:
         lines.append(f"{'mfu (ours / matmul peak)':<36}{results['mfu']['mfu']:10.3f}")
     for name, value in results.get("peak_rss_bytes", {}).items():
