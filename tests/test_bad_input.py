@@ -18,6 +18,8 @@ from delia.dataset import chat
 from delia.infra.errors import DeliaError
 from tests.conftest import TINY, compose_train
 
+REPO = Path(__file__).resolve().parents[1]
+
 GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 
 
@@ -162,12 +164,49 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def cli_env() -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DELIA_CACHE_DIR": os.environ["DELIA_CACHE_DIR"]}
     env.pop("DELIA_DEBUG", None)
+    return env
+
+
+def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
+
+
+def case_args(kind: str) -> list[str]:
+    args, _ = CASES[kind]
+    run_dir = (
+        []
+        if any(a.startswith("hydra.run.dir") for a in args)
+        else [f"hydra.run.dir=runs/{kind.replace(' ', '_')}"]
+    )
+    return [*TINY, *args, *run_dir]
+
+
+@pytest.fixture(scope="module")
+def answers(inputs: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Every case of CASES run by ``delia-train``'s own ``main()``, all in one process (one import of torch)."""
+    spec, out = inputs / "cases.json", inputs / "answers.json"
+    spec.write_text(json.dumps({"module": "delia.cli.train", "cases": [case_args(kind) for kind in CASES]}))
+    cmd = [sys.executable, "-m", "tests.cli_batch", str(spec), str(out)]
+    env = {
+        **cli_env(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    subprocess.run(cmd, cwd=inputs, env=env, check=True, timeout=1200)
+    results = json.loads(out.read_text())
+    return {
+        kind: subprocess.CompletedProcess(case_args(kind), r["returncode"], r["stdout"], r["stderr"])
+        for kind, r in zip(CASES, results, strict=True)
+    }
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, pattern: str) -> None:
@@ -182,14 +221,14 @@ def test_at_least_twenty_kinds() -> None:
 
 
 @pytest.mark.parametrize("kind", list(CASES))
-def test_bad_input_gets_one_line_and_nonzero_exit(kind: str, inputs: Path) -> None:
-    args, pattern = CASES[kind]
-    run_dir = (
-        []
-        if any(a.startswith("hydra.run.dir") for a in args)
-        else [f"hydra.run.dir=runs/{kind.replace(' ', '_')}"]
-    )
-    assert_one_line_error(run_cli("delia.cli.train", [*TINY, *args, *run_dir], inputs), pattern)
+def test_bad_input_gets_one_line_and_nonzero_exit(kind: str, answers: dict) -> None:
+    assert_one_line_error(answers[kind], CASES[kind][1])
+
+
+def test_the_console_script_itself_answers_in_one_line(inputs: Path) -> None:
+    """The batch above calls ``main()`` in one process; here one case goes through a fresh interpreter."""
+    kind = "negative diverse ratio"
+    assert_one_line_error(run_cli("delia.cli.train", case_args(kind), inputs), CASES[kind][1])
 
 
 def test_delia_eval_on_a_dir_that_is_not_a_run(inputs: Path) -> None:
@@ -239,7 +278,7 @@ LINE = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(LINE, max_size=6), fmt=st.sampled_from(["messages", "prompt_response", "instruction"]))
 def test_random_records_load_or_raise_the_projects_error(tmp_path: Path, lines: list[str], fmt: str) -> None:
     path = tmp_path / "fuzz.jsonl"

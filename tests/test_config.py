@@ -8,8 +8,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from delia.cli import CONF_DIR
 from delia import protocol
+from delia.cli import CONF_DIR
 from delia.config import validate, validate_steps
 from delia.infra.errors import DeliaError
 from tests.conftest import compose_train

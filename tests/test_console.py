@@ -96,9 +96,11 @@ def test_a_single_run_is_logged_to_the_mlflow_experiment_runs(console: tuple[Pat
     mlflow = MlflowClient(store_uri(console[2]))
     [run] = mlflow.search_runs([mlflow.get_experiment_by_name("runs").experiment_id])
     assert run.info.run_name == "delia-seed42" and run.info.status == "FINISHED"
-    assert {"retention/probe_acc_change", "retention/ppl_heldout_diverse_after", "seen_wordings/format_acc"} <= set(
-        run.data.metrics
-    )
+    assert {
+        "retention/probe_acc_change",
+        "retention/ppl_heldout_diverse_after",
+        "seen_wordings/format_acc",
+    } <= set(run.data.metrics)
 
 
 QUIET = """

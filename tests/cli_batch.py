@@ -1,0 +1,48 @@
+"""Run several invocations of a delia command in one Python process, as a test helper.
+
+``python -m tests.cli_batch <spec.json> <out.json>``: the spec holds the module (``delia.cli.train``)
+and a list of argument lists; each runs as ``main()`` would under its console script, with its own
+``sys.argv``, stdout and stderr captured and its exit status recorded. The imports (torch, Lightning)
+are paid once instead of once per case; each case still gets a fresh Hydra and fresh logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import sys
+import traceback
+from typing import Any
+
+
+def run_one(main: Any, argv: list[str]) -> dict[str, Any]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = ["delia", *argv]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+        except BaseException:  # what a console script would print before dying
+            traceback.print_exc()
+            code = 1
+        finally:
+            GlobalHydra.instance().clear()
+    return {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+
+
+def main() -> None:
+    spec_path, out_path = sys.argv[1:3]
+    spec = json.loads(open(spec_path).read())
+    entry = importlib.import_module(spec["module"]).main
+    results = [run_one(entry, argv) for argv in spec["cases"]]
+    with open(out_path, "w") as handle:
+        json.dump(results, handle)
+
+
+if __name__ == "__main__":
+    main()
