@@ -78,5 +78,7 @@ def apply(cfg: DictConfig, length: RunLength) -> None:
     """Write the step count into the config (the trainer, LR schedules and checkpoints read it there)."""
     with open_dict(cfg):
         cfg.trainer.max_steps = length.steps
+        if cfg.trainer.get("val_check_interval") is None:  # null: validate once, at the end of the run
+            cfg.trainer.val_check_interval = length.steps * int(cfg.trainer.accumulate_grad_batches)
         if cfg.get("checkpoint_every_n_steps") is None:
             cfg.checkpoint_every_n_steps = min(DEFAULT_CHECKPOINT_EVERY, length.steps)

@@ -51,7 +51,7 @@ def test_every_option_composes_and_validates(group: str, option: str, tmp_path: 
             validate(cfg)
         cfg = compose_train([f"{group}={option}", *fix], run_dir=tmp_path)
     validate(cfg)
-    protocol.apply(cfg, protocol.run_length(cfg, int(cfg.dataset.get("train_size") or 16)))
+    protocol.apply(cfg, protocol.run_length(cfg, int(cfg.dataset.get("train_size") or 64)))
     validate_steps(cfg)  # the step count the protocol derived (or fixed) fits every step-based option
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if "FSDP" in str(cfg.trainer.get("strategy")):  # needs a GPU: build the strategy alone

@@ -124,7 +124,7 @@ def test_cache_key_separates_backends_and_compute_types() -> None:
         sampling.cache_key(MODEL_ID, queries, diverse_cfg(sampler="transformers")),
         sampling.cache_key(MODEL_ID, queries, diverse_cfg()),
         sampling.cache_key(MODEL_ID, queries, diverse_cfg(llamacpp={"compute_type": "q4_1"})),
-        sampling.cache_key(MODEL_ID, queries, diverse_cfg(llamacpp={"compute_type": "f32"})),
+        sampling.cache_key(MODEL_ID, queries, diverse_cfg(llamacpp={"compute_type": "f16"})),
         sampling.cache_key(MODEL_ID, queries, diverse_cfg(sampler="vllm")),
     }
     assert len(keys) == 5

@@ -37,10 +37,13 @@ def test_drop_replaces_truncated_answers_and_no_eos_keeps_them(
     model, tok = tiny_model
     monkeypatch.setattr(samplers, "generate_batch", _every_other_cut)
     stats: dict[str, int] = {}
-    kept = diverse.self_sample(model, tok, _cfg(truncated="drop"), 6, tmp_path, MODEL, stats=stats)
+    # the transformers backend, whose generate_batch is replaced above by one that cuts every other reply
+    kept = diverse.self_sample(
+        model, tok, _cfg(truncated="drop", sampler="transformers"), 6, tmp_path, MODEL, stats=stats
+    )
     assert len(kept) == 6 and not any(s["truncated"] for s in kept)
     assert stats["drawn"] > 6 and stats["truncated"] == stats["drawn"] - 6
-    marked = diverse.self_sample(model, tok, _cfg(), 6, tmp_path, MODEL)
+    marked = diverse.self_sample(model, tok, _cfg(sampler="transformers"), 6, tmp_path, MODEL)
     assert len(marked) == 6 and sum(s["truncated"] for s in marked) == 3
 
 

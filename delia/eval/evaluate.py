@@ -54,6 +54,7 @@ def generate_replies(
     """Greedy replies, batched with left padding; prompts sorted by length to waste less padding."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: dict[int, str] = {}
+    stops = end_of_turn_texts(tokenizer)
     for start in progress(range(0, len(order), batch_size), desc=desc, unit="batch"):
         chunk = order[start : start + batch_size]
         new_tokens = generate_new_tokens(
@@ -61,13 +62,13 @@ def generate_replies(
         )
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=False)
         for i, text in zip(chunk, texts, strict=True):
-            replies[i] = _cut_at_end_of_turn(text, tokenizer)
+            replies[i] = _cut_at_end_of_turn(text, stops)
     return [replies[i] for i in range(len(prompts))]
 
 
-def _cut_at_end_of_turn(text: str, tokenizer: Any) -> str:
+def _cut_at_end_of_turn(text: str, stops: list[str]) -> str:
     """Keep the reply up to the end of its turn (the new special token itself is kept visible)."""
-    for stop in end_of_turn_texts(tokenizer):
+    for stop in stops:
         if stop in text:
             text = text.split(stop)[0]
     return text.strip()

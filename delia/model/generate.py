@@ -33,8 +33,11 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
     """
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     template = str(getattr(tokenizer, "chat_template", "") or "")
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    ids |= {vocab[marker] for marker in END_OF_TURN_MARKERS if marker in vocab and marker in template}
+    for marker in END_OF_TURN_MARKERS:
+        if marker in template:  # one lookup per marker: the whole vocabulary is slow to build (~40 ms)
+            token_id = tokenizer.convert_tokens_to_ids(marker)
+            if token_id is not None and tokenizer.convert_ids_to_tokens(token_id) == marker:
+                ids.add(token_id)
     return sorted(ids)
 
 
