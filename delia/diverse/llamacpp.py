@@ -35,8 +35,8 @@ from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
+from delia.console.progress import progress
 from delia.diverse.gguf_export import EXPORT_VERSION, export_gguf
 from delia.diverse.samplers import Sampled
 from delia.infra.errors import DeliaError
@@ -303,7 +303,7 @@ class LlamaCppSampler:
             "stop_ids": self.stop_ids,
         }
         start, tokens = time.perf_counter(), 0
-        with tqdm(
+        with progress(
             total=len(prompts), desc=f"self-sampling (llama.cpp {self.compute_type})", unit="answer"
         ) as bar:
             for k, new, stopped in self.engine.run(ids, seeds, settings):
