@@ -97,6 +97,9 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     assert all(v > 0 for v in results["sampling_tokens_per_s"].values())
     check = results["sampling_logprob"]["llamacpp_q8_0"]
     assert check["mean"] < 0 and check["se_of_difference"] > 0 and "minus_transformers" in check
+    workload = results["sampling_workload"]
+    assert workload["prompts"] == 4 and workload["prompt_tokens_max"] >= workload["prompt_tokens_mean"] > 0
+    assert 0 < results["sampling_reply_tokens"]["transformers"] <= workload["max_new_tokens"] + 1
     assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}
     for key in (
         "train/ours_vs_trl_release",

@@ -91,6 +91,8 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         results["sampling_tokens_per_s"] = sampling["tokens_per_s"]
         results["sampling_logprob"] = sampling["logprob"]
         results["sampling_stopped"] = sampling["stopped"]
+        results["sampling_reply_tokens"] = sampling["reply_tokens"]
+        results["sampling_workload"] = sampling["workload"]
         results["ratios"].update(sampling_ratios(sampling["tokens_per_s"]))
     if "memory" in wanted:
         results["peak_rss_bytes"] = memory_by_ratio(cfg)
@@ -137,8 +139,16 @@ def table(results: dict[str, Any]) -> str:
     lines = ["measurement                         value"]
     for name, value in results["train_tokens_per_s"].items():
         lines.append(f"train/{name:<30} {value:10.1f} useful tok/s")
+    if "sampling_workload" in results:
+        w = results["sampling_workload"]
+        lines.append(
+            f"{'sample workload':<36}{w['prompts']:>10} prompts of {w['prompt_tokens_mean']:.0f} tokens "
+            f"(max {w['prompt_tokens_max']}), replies up to {w['max_new_tokens']}"
+        )
     for name, value in results.get("sampling_tokens_per_s", {}).items():
-        lines.append(f"{name:<36}{value:10.1f} generated tok/s")
+        mean_reply = results.get("sampling_reply_tokens", {}).get(name.removeprefix("sample/"))
+        reply = f"  (replies {mean_reply:.0f} tokens on average)" if mean_reply is not None else ""
+        lines.append(f"{name:<36}{value:10.1f} generated tok/s{reply}")
     for name, entry in results.get("sampling_logprob", {}).items():
         diff = entry.get("minus_transformers")
         versus = (

@@ -99,6 +99,17 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / len(values))
 
 
+def workload(tokenizer: Any, prompts: list[str], max_new_tokens: int) -> dict[str, float]:
+    """What the sampling figures are measured on: how many prompts, how long, how long a reply may be."""
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    return {
+        "prompts": len(prompts),
+        "prompt_tokens_mean": sum(lengths) / len(lengths),
+        "prompt_tokens_max": max(lengths),
+        "max_new_tokens": max_new_tokens,
+    }
+
+
 def time_sampling(cfg: DictConfig) -> dict[str, Any]:
     """Per backend: generated tokens/s, replies that ended, mean log-prob and its difference to transformers."""
     model, tokenizer = load_base(cfg.model, cfg.paths.cache_dir)
@@ -106,7 +117,8 @@ def time_sampling(cfg: DictConfig) -> dict[str, Any]:
     cache_dir = Path(cfg.paths.cache_dir)
     folder = base_model_folder(cfg.model, cache_dir)
     prompts = bench_prompts(cfg, tokenizer)
-    results: dict[str, Any] = {"tokens_per_s": {}, "logprob": {}, "stopped": {}}
+    results: dict[str, Any] = {"tokens_per_s": {}, "logprob": {}, "stopped": {}, "reply_tokens": {}}
+    results["workload"] = workload(tokenizer, prompts, int(cfg.bench.sample_max_new_tokens))
     scores: dict[str, list[float]] = {}
     for spec in cfg.bench.samplers:
         name, sample_cfg = sampler_settings(cfg, spec)
@@ -121,6 +133,7 @@ def time_sampling(cfg: DictConfig) -> dict[str, Any]:
         ids = [reply_ids(tokenizer, r) for r in replies]
         results["tokens_per_s"][f"sample/{name}"] = sum(map(len, ids)) / seconds
         results["stopped"][name] = sum(r.finish == "stop" for r in replies) / len(replies)
+        results["reply_tokens"][name] = sum(map(len, ids)) / len(ids)
         scores[name] = mean_logprobs(model, tokenizer, prompts, ids)
         log.info("%s: %.1f generated tok/s", name, results["tokens_per_s"][f"sample/{name}"])
     reference = scores.get("transformers")
