@@ -12,9 +12,14 @@ import contextlib
 import importlib
 import io
 import json
+import os
+import subprocess
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run_one(main: Any, argv: list[str]) -> dict[str, Any]:
@@ -33,6 +38,18 @@ def run_one(main: Any, argv: list[str]) -> dict[str, Any]:
         finally:
             GlobalHydra.instance().clear()
     return {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+
+
+def run_batch(
+    module: str, cases: list[list[str]], workdir: Path, env: dict[str, str], timeout: int = 1200
+) -> list[dict[str, Any]]:
+    """Run ``cases`` of ``module`` in one child process (cwd ``workdir``); one result dict per case."""
+    spec, out = workdir / "cases.json", workdir / "answers.json"
+    spec.write_text(json.dumps({"module": module, "cases": cases}))
+    path = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "tests.cli_batch", str(spec), str(out)]
+    subprocess.run(cmd, cwd=workdir, env={**env, "PYTHONPATH": path}, check=True, timeout=timeout)
+    return json.loads(out.read_text())
 
 
 def main() -> None:

@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 from delia.dataset import chat
 from delia.infra.errors import DeliaError
+from tests.cli_batch import run_batch
 from tests.conftest import TINY, compose_train
-
-REPO = Path(__file__).resolve().parents[1]
 
 GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 
@@ -194,15 +193,7 @@ def case_args(kind: str) -> list[str]:
 @pytest.fixture(scope="module")
 def answers(inputs: Path) -> dict[str, subprocess.CompletedProcess]:
     """Every case of CASES run by ``delia-train``'s own ``main()``, all in one process (one import of torch)."""
-    spec, out = inputs / "cases.json", inputs / "answers.json"
-    spec.write_text(json.dumps({"module": "delia.cli.train", "cases": [case_args(kind) for kind in CASES]}))
-    cmd = [sys.executable, "-m", "tests.cli_batch", str(spec), str(out)]
-    env = {
-        **cli_env(),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    subprocess.run(cmd, cwd=inputs, env=env, check=True, timeout=1200)
-    results = json.loads(out.read_text())
+    results = run_batch("delia.cli.train", [case_args(kind) for kind in CASES], inputs, cli_env())
     return {
         kind: subprocess.CompletedProcess(case_args(kind), r["returncode"], r["stdout"], r["stderr"])
         for kind, r in zip(CASES, results, strict=True)

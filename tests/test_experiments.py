@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from delia.tools.report import collect, write_report
+from tests.cli_batch import run_batch
 
-REPO = Path(__file__).resolve().parent.parent
 TINY_SWEEP = [
     "-m",
     "model=tiny_random",
@@ -51,16 +49,9 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> dic
     work = tmp_path_factory.mktemp("experiments")
     dirs = {name: work / name for name in SWEEPS}
     cases = [[*TINY_SWEEP, *args, f"hydra.sweep.dir={dirs[name]}"] for name, args in SWEEPS.items()]
-    spec, out = work / "cases.json", work / "answers.json"
-    spec.write_text(json.dumps({"module": "delia.cli.train", "cases": cases}))
-    env = {
-        **os.environ,
-        "DELIA_OUTPUT_ROOT": str(work),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    cmd = [sys.executable, "-m", "tests.cli_batch", str(spec), str(out)]
-    subprocess.run(cmd, cwd=work, env=env, check=True, timeout=900)
-    for result in json.loads(out.read_text()):
+    env = {**os.environ, "DELIA_OUTPUT_ROOT": str(work)}
+    results = run_batch("delia.cli.train", cases, work, env, timeout=900)
+    for result in results:
         assert result["returncode"] == 0, result["stdout"][-2000:] + result["stderr"][-3000:]
     return dirs
 

@@ -131,9 +131,10 @@ def time_sampling(cfg: DictConfig) -> dict[str, Any]:
         finally:
             backend.close()
         ids = [reply_ids(tokenizer, r) for r in replies]
-        results["tokens_per_s"][f"sample/{name}"] = sum(map(len, ids)) / seconds
+        generated = sum(map(len, ids))
+        results["tokens_per_s"][f"sample/{name}"] = generated / seconds
         results["stopped"][name] = sum(r.finish == "stop" for r in replies) / len(replies)
-        results["reply_tokens"][name] = sum(map(len, ids)) / len(ids)
+        results["reply_tokens"][name] = generated / len(ids)
         scores[name] = mean_logprobs(model, tokenizer, prompts, ids)
         log.info("%s: %.1f generated tok/s", name, results["tokens_per_s"][f"sample/{name}"])
     reference = scores.get("transformers")
