@@ -1,7 +1,7 @@
 """Run several invocations of a delia command in one Python process, as a test helper.
 
-``python -m tests.cli_batch <spec.json> <out.json>``: the spec holds the module (``delia.cli.train``)
-and a list of argument lists; each runs as ``main()`` would under its console script, with its own
+``python -m tests.cli_batch <spec.json> <out.json>``: the spec holds a list of commands, each a module
+(``delia.cli.train``) and its argument list; each runs as ``main()`` would under its console script, with its own
 ``sys.argv``, stdout and stderr captured and its exit status recorded. The imports (torch, Lightning)
 are paid once instead of once per case; each case still gets a fresh Hydra and fresh logging.
 """
@@ -44,8 +44,15 @@ def run_batch(
     module: str, cases: list[list[str]], workdir: Path, env: dict[str, str], timeout: int = 1200
 ) -> list[dict[str, Any]]:
     """Run ``cases`` of ``module`` in one child process (cwd ``workdir``); one result dict per case."""
+    return run_commands([(module, argv) for argv in cases], workdir, env, timeout)
+
+
+def run_commands(
+    commands: list[tuple[str, list[str]]], workdir: Path, env: dict[str, str], timeout: int = 1200
+) -> list[dict[str, Any]]:
+    """Run each ``(module, argv)`` in order in one child process (cwd ``workdir``); one result dict each."""
     spec, out = workdir / "cases.json", workdir / "answers.json"
-    spec.write_text(json.dumps({"module": module, "cases": cases}))
+    spec.write_text(json.dumps({"commands": commands}))
     path = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "tests.cli_batch", str(spec), str(out)]
     subprocess.run(cmd, cwd=workdir, env={**env, "PYTHONPATH": path}, check=True, timeout=timeout)
@@ -55,8 +62,7 @@ def run_batch(
 def main() -> None:
     spec_path, out_path = sys.argv[1:3]
     spec = json.loads(open(spec_path).read())
-    entry = importlib.import_module(spec["module"]).main
-    results = [run_one(entry, argv) for argv in spec["cases"]]
+    results = [run_one(importlib.import_module(m).main, argv) for m, argv in spec["commands"]]
     with open(out_path, "w") as handle:
         json.dump(results, handle)
 

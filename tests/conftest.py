@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +27,20 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def compose_train(overrides: list[str], run_dir: Path | None = None, name: str = "train") -> DictConfig:
-    """The config ``delia-train <overrides>`` would get, with ``paths.run_dir`` set for in-process use."""
+@functools.lru_cache(maxsize=512)
+def _composed(overrides: tuple[str, ...], name: str) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def compose_train(overrides: list[str], run_dir: Path | None = None, name: str = "train") -> DictConfig:
+    """The config ``delia-train <overrides>`` would get, with ``paths.run_dir`` set for in-process use.
+
+    Composed once per distinct override list in a session (Hydra's compose is most of a config test's
+    time); each call gets its own deep copy. Interpolations (``${oc.env:...}``) stay unresolved in the
+    cached copy, so environment changes made by a test still apply.
+    """
+    cfg = copy.deepcopy(_composed(tuple(overrides), name))
     if run_dir is not None:
         with open_dict(cfg):
             cfg.paths.run_dir = str(run_dir)

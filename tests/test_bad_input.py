@@ -72,6 +72,8 @@ def write_inputs(root: Path) -> None:
 
 
 J = ["dataset=jsonl"]
+# a two-job sweep whose jobs would each relaunch themselves as DDP ranks
+DDP_SWEEP = ["-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 CASES = {
     "malformed JSON line": ([*J, "dataset.path=bad.jsonl"], r"bad\.jsonl:2: not valid JSON"),
     "JSON that is not an object": (
@@ -126,6 +128,11 @@ CASES = {
         r"stage1_fraction=1.0 leaves one stage without steps",
     ),
     "finished run dir": (["hydra.run.dir=finished"], r"finished already holds a finished run"),
+    "baseline for another kind of task": (["baseline=dipmt"], r"baseline=dipmt.*not a translation task"),
+    "Lightning DDP relaunch inside a multirun": (
+        [*DDP_SWEEP, "eval.generate=false", "seed=1,2"],
+        r"inside a Hydra multirun would make each rank rerun the sweep; use hydra/launcher=submitit_slurm",
+    ),
     "model that cannot be loaded": (
         ["model=llama2_7b_chat"],
         r"model=llama2_7b_chat: cannot load 'meta-llama/Llama-2-7b-chat-hf'",
@@ -187,16 +194,29 @@ def case_args(kind: str) -> list[str]:
         if any(a.startswith("hydra.run.dir") for a in args)
         else [f"hydra.run.dir=runs/{kind.replace(' ', '_')}"]
     )
-    return [*TINY, *args, *run_dir]
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) go before the overrides
+    return [*flags, *TINY, *(a for a in args if a not in flags), *run_dir]
+
+
+# a run that is not a bad-input case, in the same batch
+DEBUG_RUN = [*TINY, *J, "dataset.path=bad.jsonl", "debug_traceback=true", "hydra.run.dir=runs/dbg"]
 
 
 @pytest.fixture(scope="module")
-def answers(inputs: Path) -> dict[str, subprocess.CompletedProcess]:
-    """Every case of CASES run by ``delia-train``'s own ``main()``, all in one process (one import of torch)."""
-    results = run_batch("delia.cli.train", [case_args(kind) for kind in CASES], inputs, cli_env())
+def finished_before(inputs: Path) -> str:
+    """The finished run's metrics.json before the batch below tries to run into its dir."""
+    return (inputs / "finished" / "metrics.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def answers(inputs: Path, finished_before: str) -> dict[str, subprocess.CompletedProcess]:
+    """Every case of CASES, and the debug run, by ``delia-train``'s own ``main()``, all in one process
+    (one import of torch)."""
+    args = {**{kind: case_args(kind) for kind in CASES}, "debug traceback": DEBUG_RUN}
+    results = run_batch("delia.cli.train", list(args.values()), inputs, cli_env())
     return {
-        kind: subprocess.CompletedProcess(case_args(kind), r["returncode"], r["stdout"], r["stderr"])
-        for kind, r in zip(CASES, results, strict=True)
+        kind: subprocess.CompletedProcess(argv, r["returncode"], r["stdout"], r["stderr"])
+        for (kind, argv), r in zip(args.items(), results, strict=True)
     }
 
 
@@ -228,19 +248,14 @@ def test_delia_eval_on_a_dir_that_is_not_a_run(inputs: Path) -> None:
     )
 
 
-def test_debug_flag_shows_the_traceback(inputs: Path) -> None:
-    result = run_cli(
-        "delia.cli.train",
-        [*TINY, *J, "dataset.path=bad.jsonl", "debug_traceback=true", "hydra.run.dir=runs/dbg"],
-        inputs,
-    )
+def test_debug_flag_shows_the_traceback(answers: dict) -> None:
+    result = answers["debug traceback"]
     assert result.returncode != 0 and "Traceback" in result.stderr + result.stdout
 
 
-def test_nothing_written_is_lost(inputs: Path) -> None:
-    before = (inputs / "finished" / "metrics.json").read_text()
-    run_cli("delia.cli.train", [*TINY, "hydra.run.dir=finished"], inputs)
-    assert (inputs / "finished" / "metrics.json").read_text() == before
+def test_nothing_written_is_lost(inputs: Path, answers: dict, finished_before: str) -> None:
+    assert answers["finished run dir"].returncode == 2  # refused: the dir holds a finished run
+    assert (inputs / "finished" / "metrics.json").read_text() == finished_before
 
 
 # ------------------------------------------------------------------ property-based: random records

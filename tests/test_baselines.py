@@ -79,20 +79,6 @@ def test_combinations_that_make_no_sense_are_refused(overrides: list[str], messa
     assert "\n" not in str(err.value)
 
 
-def test_refusal_reaches_the_cli_as_one_line(tmp_path: Path) -> None:
-    import subprocess
-
-    proc = subprocess.run(
-        ["delia-train", *TINY, "baseline=dipmt", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "delia: error: baseline=dipmt" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "run" / "metrics.json").exists()
-
-
 def test_paper_experiments_compose_with_the_published_settings() -> None:
     llama = compose_train(["experiment=paper_sep_llama2"])
     validate(llama)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -62,37 +61,32 @@ def test_two_samplers_on_one_cache_key_build_it_once(tmp_path: Path) -> None:
     assert sum("0 of 24 samples present" in out for out in outs) == 1
 
 
-def test_a_run_dir_in_use_is_refused(tmp_path: Path, session_cache: Path) -> None:
-    run_dir = tmp_path / "shared_run"
-    long_run = popen(
-        [
-            "delia.cli.train",
-            *TINY,
-            "trainer.max_steps=400",
-            "trainer.val_check_interval=400",
-            "eval.generate=false",
-            f"hydra.run.dir={run_dir}",
-        ],
-        tmp_path,
-        session_cache,
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from delia.infra.files import file_lock
+with file_lock(Path(sys.argv[1]) / ".delia.lock", wait=False, what="run dir"):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_run_dir_in_use_is_refused(tmp_path: Path, tiny_cfg) -> None:
+    """Another process holds the run dir's lock (as a running delia-train does from before it writes its
+    config to the end): a second run on that dir stops at once, naming the holder, and writes nothing."""
+    cfg = tiny_cfg()
+    run_dir = Path(cfg.paths.run_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.time() + 120
-        while not (run_dir / "config.yaml").exists() and time.time() < deadline:
-            time.sleep(0.1)
-        second = subprocess.run(
-            [sys.executable, "-m", "delia.cli.train", *TINY, f"hydra.run.dir={run_dir}"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "DELIA_CACHE_DIR": str(session_cache)},
-        )
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DeliaError, match=rf"run dir {run_dir} is in use by pid {holder.pid}; wait"):
+            train(cfg)
     finally:
-        long_run.kill()
-        long_run.communicate()
-    assert second.returncode == 2
-    assert f"run dir {run_dir} is in use by pid {long_run.pid}" in second.stderr
+        holder.kill()
+        holder.communicate()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".delia.lock"]
 
 
 def test_secrets_never_reach_the_saved_config_or_logged_hyperparameters(tiny_cfg, monkeypatch) -> None:

@@ -97,20 +97,54 @@ def test_sigkill_then_resume_gives_identical_weights_and_metrics(reference: Path
     assert train_steps == list(range(14))  # the log from before the kill is kept, nothing logged twice
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_preemption_signal_saves_stops_cleanly_and_resume_auto_continues(
-    reference: Path, tmp_path: Path, sig: signal.Signals
+    reference: Path, tmp_path: Path
 ) -> None:
+    """SIGTERM end to end; SIGUSR1 (SLURM's --signal) takes the same path, checked on the callback below."""
     run_dir = tmp_path / "preempted"
     proc = start(run_dir, "resume=auto")
     wait_for_checkpoint(proc, run_dir / "checkpoints" / "last.ckpt", 2)
-    proc.send_signal(sig)
+    proc.send_signal(signal.SIGTERM)
     out = finish(proc)  # exit status 0: a clean stop
     step = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     assert f"DELIA run preempted at step {step}" in out and 2 <= step < 14
     assert not (run_dir / "metrics.json").exists()
     finish(start(run_dir, "resume=auto"))  # the requeued job: same command
     assert_same_result(reference, run_dir)
+
+
+class _Trainer:
+    """What the preemption callback uses of a Lightning trainer."""
+
+    global_step = 5
+    should_stop = False
+
+    def __init__(self) -> None:
+        self.saved: list[Path] = []
+
+    def save_checkpoint(self, path: Path) -> None:
+        self.saved.append(path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_each_preemption_signal_saves_once_stops_and_gives_the_handler_back(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    from delia.callbacks.preemption import PreemptionCheckpoint
+
+    previous = signal.getsignal(sig)
+    callback, trainer = PreemptionCheckpoint(str(tmp_path)), _Trainer()
+    callback.on_train_start(trainer, None)
+    try:
+        callback.on_train_batch_end(trainer, None)
+        assert trainer.saved == [] and not trainer.should_stop  # no signal yet: nothing happens
+        os.kill(os.getpid(), sig)  # handled by the callback, not fatal to this process
+        callback.on_train_batch_end(trainer, None)
+        callback.on_train_batch_end(trainer, None)
+    finally:
+        callback.on_train_end(trainer, None)
+    assert trainer.saved == [tmp_path / "last.ckpt"] and trainer.should_stop
+    assert callback.saved_at_step == 5 and signal.getsignal(sig) == previous
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:

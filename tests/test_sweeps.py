@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from delia.infra.errors import DeliaError
+from tests.cli_batch import run_batch
 from tests.conftest import TINY, compose_train
 
 FAST = [*TINY, "eval.generate=false"]
@@ -89,26 +91,6 @@ def test_adapter_saved_under_ddp_reloads(ddp_run: Path, session_cache: Path) -> 
     assert loss == pytest.approx(metrics(ddp_run)["eval/loss"], rel=1e-5)
 
 
-def test_lightning_ddp_relaunch_inside_a_multirun_is_refused(tmp_path: Path) -> None:
-    result = run(
-        [
-            "-m",
-            *FAST,
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "trainer.precision=32-true",
-            "seed=1,2",
-        ],
-        tmp_path,
-    )
-    assert result.returncode == 2
-    assert (
-        "inside a Hydra multirun would make each rank rerun the sweep; use hydra/launcher=submitit_slurm"
-        in result.stderr
-    )
-
-
 def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path: Path) -> None:
     result = run(
         [
@@ -164,34 +146,43 @@ def test_gpu_pool_gives_each_concurrent_job_its_own_gpu(tmp_path: Path) -> None:
     assert len(errors) == 1 and "only 0 of launcher.num_gpus=2 GPUs are free" in errors[0]
 
 
-def test_wandb_offline_run_holds_config_tags_and_generations(tmp_path: Path) -> None:
-    result = run([*TINY, "logger=many", "hydra.run.dir=wb"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "upload with: wandb sync" in result.stdout
-    [offline] = (tmp_path / "wb" / "wandb").glob("offline-run-*")
+WANDB_RUN = [*TINY, "logger=many", "hydra.run.dir=wb"]
+OPTUNA_SEARCH = [
+    "hparams_search=optuna",
+    *FAST,
+    "hydra.sweeper.n_trials=2",
+    "optimized_metric=eval/loss",
+    "hydra.sweeper.direction=minimize",
+    "hydra.sweep.dir=search",
+]
+
+
+@pytest.fixture(scope="module")
+def in_one_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """The wandb run and the optuna search by delia-train's main(), in one child process (one torch import)."""
+    root = tmp_path_factory.mktemp("loggers_and_search")
+    results = run_batch("delia.cli.train", [WANDB_RUN, OPTUNA_SEARCH], root, dict(os.environ))
+    return root, dict(zip(("wandb", "optuna"), results, strict=True))
+
+
+def test_wandb_offline_run_holds_config_tags_and_generations(in_one_process) -> None:
+    root, results = in_one_process
+    assert results["wandb"]["returncode"] == 0, results["wandb"]["stderr"][-3000:]
+    assert "upload with: wandb sync" in results["wandb"]["stdout"]
+    [offline] = (root / "wb" / "wandb").glob("offline-run-*")
     data = next(offline.glob("run-*.wandb")).read_bytes()
     for text in (b"special_token", b"sep_format", b"tiny_random", b"seed42"):
         assert text in data, text
     assert list(offline.rglob("generations*.table.json"))
-    assert list((tmp_path / "wb" / "tensorboard" / "delia-seed42").glob("events.out.tfevents.*"))
-    assert (tmp_path / "wb" / "csv" / "metrics.csv").is_file()
+    assert list((root / "wb" / "tensorboard" / "delia-seed42").glob("events.out.tfevents.*"))
+    assert (root / "wb" / "csv" / "metrics.csv").is_file()
 
 
-def test_optuna_search_optimises_the_named_metric(tmp_path: Path) -> None:
-    result = run(
-        [
-            "hparams_search=optuna",
-            *FAST,
-            "hydra.sweeper.n_trials=2",
-            "optimized_metric=eval/loss",
-            "hydra.sweeper.direction=minimize",
-            "hydra.sweep.dir=search",
-        ],
-        tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    best = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
-    losses = [metrics(tmp_path / "search" / str(i))["eval/loss"] for i in range(2)]
+def test_optuna_search_optimises_the_named_metric(in_one_process) -> None:
+    root, results = in_one_process
+    assert results["optuna"]["returncode"] == 0, results["optuna"]["stderr"][-3000:]
+    best = yaml.safe_load((root / "search" / "optimization_results.yaml").read_text())
+    losses = [metrics(root / "search" / str(i))["eval/loss"] for i in range(2)]
     assert best["best_value"] == pytest.approx(min(losses))
     assert set(best["best_params"]) == {"optimizer.lr", "peft.r", "diverse.ratio", "schedule"}
 

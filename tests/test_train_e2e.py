@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from delia.infra.checkpoint_io import load_checkpoint_file
 from delia.infra.errors import DeliaError
 from delia.recipe import train
+from tests.cli_batch import run_commands
 from tests.conftest import TINY, compose_train
 
 METRICS = [
@@ -72,15 +74,14 @@ def test_finished_run_dir_is_refused_unless_overwrite(tiny_run) -> None:
 
 
 @pytest.mark.parametrize("schedule", ["weighted", "two_stage"])
-def test_other_schedules_and_common_it_train(tiny_cfg, schedule: str) -> None:
+def test_other_schedules_train(tiny_cfg, schedule: str) -> None:
     metrics = train(tiny_cfg(f"schedule={schedule}", "callbacks=none", "logger=none", "eval.generate=false"))
-    assert metrics["eval/loss"] > 0
-    metrics = train(
-        tiny_cfg(
-            "baseline=common_it", "callbacks=none", "logger=none", "eval.generate=false", "overwrite=true"
-        )
-    )
-    assert metrics["train/diverse_examples"] == 0
+    assert metrics["eval/loss"] > 0 and metrics["train/diverse_examples"] > 0
+
+
+def test_common_it_trains_without_diverse_data(tiny_cfg) -> None:
+    metrics = train(tiny_cfg("baseline=common_it", "callbacks=none", "logger=none", "eval.generate=false"))
+    assert metrics["eval/loss"] > 0 and metrics["train/diverse_examples"] == 0
 
 
 def test_wandb_logger_works_offline_without_a_key(tiny_cfg) -> None:
@@ -109,22 +110,23 @@ def test_console_entry_point_runs(tmp_path: Path) -> None:
 
 def test_delia_sample_fills_the_cache_that_training_reuses(tmp_path: Path) -> None:
     env_cache = tmp_path / "cache"
-    os.environ["DELIA_CACHE_DIR"], previous = str(env_cache), os.environ["DELIA_CACHE_DIR"]
-    try:
-        result = cli("delia.cli.sample", *TINY, "diverse.ratio=2", "hydra.run.dir=sample_run", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert "16 diverse samples ready" in result.stdout  # 8 downstream examples x ratio 2
-        [cache_file] = env_cache.glob("diverse/*/samples.jsonl")
-        assert len(cache_file.read_text().splitlines()) == 16
-        again = cli(
-            "delia.cli.train",
-            *TINY,
-            "diverse.ratio=2",
-            "eval.generate=false",
-            "hydra.run.dir=run",
-            cwd=tmp_path,
-        )
-        assert again.returncode == 0, again.stderr[-2000:]
-        assert "16 of 16 samples present, 0 to sample" in again.stdout + again.stderr
-    finally:
-        os.environ["DELIA_CACHE_DIR"] = previous
+    env = {**os.environ, "DELIA_CACHE_DIR": str(env_cache), "DELIA_OUTPUT_ROOT": str(tmp_path / "outputs")}
+    env.pop("DELIA_DEBUG", None)
+    sample, again = run_commands(  # both commands in one child process, one after the other
+        [
+            ("delia.cli.sample", [*TINY, "diverse.ratio=2", "hydra.run.dir=sample_run"]),
+            ("delia.cli.train", [*TINY, "diverse.ratio=2", "eval.generate=false", "hydra.run.dir=run"]),
+        ],
+        tmp_path,
+        env,
+    )
+    assert sample["returncode"] == 0, sample["stderr"][-2000:]
+    assert "16 diverse samples ready" in sample["stdout"]  # 8 downstream examples x ratio 2
+    filled = re.search(r"diverse cache (\S+): 0 of 16 samples present", sample["stdout"] + sample["stderr"])
+    assert filled and len((Path(filled[1]) / "samples.jsonl").read_text().splitlines()) == 16
+    assert again["returncode"] == 0, again["stderr"][-2000:]
+    # the training run reuses that cache entry (and samples its held-out retention slice apart)
+    assert (
+        f"diverse cache {filled[1]}: 16 of 16 samples present, 0 to sample"
+        in again["stdout"] + again["stderr"]
+    )
