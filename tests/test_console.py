@@ -3,6 +3,7 @@ library warnings the user cannot act on filtered by exact text, and a summary at
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,7 +73,9 @@ def test_progress_bars_count_the_whole_run_with_a_rate_and_an_eta(console: tuple
 
 
 def test_the_run_ends_with_a_summary(console: tuple[Path, str, Path]) -> None:
+    """Also the check that ``python -m delia.cli.train`` runs end to end and writes its metrics."""
     run_dir, text, _ = console
+    assert json.loads((run_dir / "metrics.json").read_text())["metrics"]["eval/loss"] > 0
     tail = text[text.rindex("DELIA run finished") :]
     assert "eval/loss" in tail and "retention/probe_acc_change" in tail
     assert f"run dir:      {run_dir}" in tail
