@@ -246,6 +246,17 @@ def test_synthetic_sweep_groups_by_train_size_and_ablation(tmp_path: Path) -> No
     assert "| 0.700 ± 0.100 |" in markdown and "## Not finished" in markdown
 
 
+def test_resume_is_not_a_factor_of_the_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "parts"
+    for part, seed in (("first", 1), ("rerun", 2)):
+        fake_job(sweep / part, 0, "delia", "none", 16, seed, {"eval/format_acc": 0.5})
+    overrides = sweep / "rerun" / "0" / ".hydra" / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump([*yaml.safe_load(overrides.read_text()), "resume=auto"]))
+    report = collect(sweep)
+    assert report.swept_keys == ["seed"]
+    assert [row["n_seeds"] for row in summary_table(report)] == [2]
+
+
 def test_metrics_option_keeps_only_those_columns_in_that_order(sweep: Path, tmp_path: Path) -> None:
     proc = run_report(
         str(sweep), "--out", str(tmp_path), "--metrics", "train/seen_task_examples,eval/loss,not/a_metric"

@@ -21,6 +21,9 @@ Status = Literal["done", "failed", "running"]
 Value = str | int | float | bool | None
 
 REPLICATE_KEY = "seed"
+# overrides that change how a job runs, not what it measures: never a factor of the sweep (a part rerun
+# with resume=auto belongs with the same settings run without it)
+OPERATIONAL_KEYS = ("resume",)
 # resolved config fields kept per job (dotted paths into config.yaml)
 CONFIG_FIELDS = (
     "baseline.name",
@@ -256,7 +259,10 @@ def dotted(cfg: Any, name: str) -> Any:
 
 
 def swept_keys(jobs: Sequence[Job]) -> list[str]:
-    """Override keys whose values differ between the jobs that started, in override order."""
+    """Override keys whose values differ between the jobs that started, in override order.
+
+    :data:`OPERATIONAL_KEYS` are left out.
+    """
     started = [job.overrides for job in jobs if job.overrides is not None]
-    keys = dict.fromkeys(key for overrides in started for key in overrides)
+    keys = dict.fromkeys(key for overrides in started for key in overrides if key not in OPERATIONAL_KEYS)
     return [key for key in keys if len({repr(o.get(key)) for o in started}) > 1]
