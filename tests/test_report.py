@@ -307,3 +307,28 @@ def test_a_ratio_sweep_is_plotted_against_the_ratio_with_a_band(tmp_path: Path) 
     assert band.max() > band.min()  # the std over the two seeds is drawn as a band
     written, _ = write_report(report, tmp_path / "out")
     assert "metric_vs_ratio.png" in {p.name for p in written}
+
+
+def test_buffering_curves_draw_one_line_per_ratio_mean_over_seeds(tmp_path: Path) -> None:
+    sweep = tmp_path / "ratios"
+    num = 0
+    for ratio in (0, 4):
+        for seed in (1, 2):
+            fake_job(sweep, num, "delia", "none", 16, seed, {"unseen_wordings/format_acc": 0.5})
+            overrides = sweep / str(num) / ".hydra" / "overrides.yaml"
+            overrides.write_text(
+                yaml.safe_dump([*yaml.safe_load(overrides.read_text()), f"diverse.ratio={ratio}"])
+            )
+            (sweep / str(num) / "csv").mkdir()
+            rows = ["step,buffer/diverse_cancellation", "0,0.4", f"32,{0.1 * seed + ratio / 10}"]
+            (sweep / str(num) / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+            num += 1
+    from delia.tools.report import plot_buffering_curves
+
+    fig = plot_buffering_curves(collect(sweep))
+    lines = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
+    assert lines == {
+        "delia, diverse.ratio=0": pytest.approx([0.4, 0.15]),
+        "delia, diverse.ratio=4": pytest.approx([0.4, 0.55]),
+    }
+    assert fig.axes[1].texts[0].get_text() == "not logged"  # buffer/task_cancellation is not in the csv

@@ -67,11 +67,18 @@ CURVE_METRICS = (
 )
 FALLBACK_METRICS = ("eval/loss",)
 LOSS_COLUMNS = ("train/loss_task", "train/loss_diverse")
+BUFFER_COLUMNS = (
+    "buffer/diverse_cancellation",
+    "buffer/task_cancellation",
+    "buffer/task_diverse_cos",
+    "buffer/task_kept",
+)
 PLOT_FILES = {
     "metric_vs_train_size": "metric_vs_train_size.png",
     "metric_vs_ratio": "metric_vs_ratio.png",
     "ablation_heatmap": "ablation_heatmap.png",
     "loss_curves": "loss_curves.png",
+    "buffering_curves": "buffering_curves.png",
 }
 SWEEP_HINT = "pass a multirun dir such as outputs/multirun/<date>/<time>"
 

@@ -1,4 +1,5 @@
-"""The sweep's plots: metric against the number of downstream examples, the ablation heatmap, loss curves."""
+"""The sweep's plots: metric against the number of downstream examples or the ratio, the ablation heatmap,
+loss curves and buffering-effect curves."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from delia.tools.report.jobs import (
+    BUFFER_COLUMNS,
     CURVE_METRICS,
     FALLBACK_METRICS,
     KEY_METRICS,
@@ -179,24 +181,22 @@ def read_curve(csv_file: Path, column: str) -> dict[int, float]:
     return curve
 
 
-def plot_loss_curves(report: Report) -> Figure:
-    """train/loss_task and train/loss_diverse against step, one line per method, mean over its runs.
-
-    A method's runs are its seeds (and, when the sweep varies other keys, all their values).
-    """
-    lines = group_jobs(report.finished, lambda j: (j.method,))
+def _plot_step_curves(
+    report: Report, columns: Sequence[str], lines: dict[tuple, list[Job]], ylabel: str
+) -> Figure:
+    """One panel per ``columns`` entry of csv/metrics.csv against step, a line per group (mean over its jobs)."""
     colors = line_colors(label for (label,) in lines)
     curves = {
         column: {
             label: [read_curve(j.path / "csv" / "metrics.csv", column) for j in members]
             for (label,), members in lines.items()
         }
-        for column in LOSS_COLUMNS
+        for column in columns
     }
     if not any(c for per_label in curves.values() for runs in per_label.values() for c in runs):
-        raise MissingData(f"no finished job logged {' or '.join(LOSS_COLUMNS)} in csv/metrics.csv")
-    fig, axes = new_figure(len(LOSS_COLUMNS), width=4.5)
-    for ax, column in zip(axes, LOSS_COLUMNS, strict=True):
+        raise MissingData(f"no finished job logged {' or '.join(columns)} in csv/metrics.csv")
+    fig, axes = new_figure(len(columns), width=4.5)
+    for ax, column in zip(axes, columns, strict=True):
         for label, runs in curves[column].items():
             steps = sorted({s for run in runs for s in run})
             if steps:
@@ -209,9 +209,25 @@ def plot_loss_curves(report: Report) -> Figure:
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(column)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("loss, mean over seeds")
+    axes[0].set_ylabel(ylabel)
     figure_legend(fig, axes)
     return fig
+
+
+def plot_loss_curves(report: Report) -> Figure:
+    """train/loss_task and train/loss_diverse against step, one line per method, mean over its runs.
+
+    A method's runs are its seeds (and, when the sweep varies other keys, all their values).
+    """
+    lines = group_jobs(report.finished, lambda j: (j.method,))
+    return _plot_step_curves(report, LOSS_COLUMNS, lines, "loss, mean over seeds")
+
+
+def plot_buffering_curves(report: Report) -> Figure:
+    """The buffering-effect measures (callbacks=buffering) against step, one line per method and swept
+    setting (a ratio sweep: one line per ratio), mean over seeds; step 0 is before any update."""
+    lines = group_jobs(report.finished, lambda j: (line_label(j, report),))
+    return _plot_step_curves(report, BUFFER_COLUMNS, lines, "mean over seeds")
 
 
 PLOTS: dict[str, Callable[[Report], Figure]] = {
@@ -219,6 +235,7 @@ PLOTS: dict[str, Callable[[Report], Figure]] = {
     "metric_vs_ratio": plot_metric_vs_ratio,
     "ablation_heatmap": plot_ablation_heatmap,
     "loss_curves": plot_loss_curves,
+    "buffering_curves": plot_buffering_curves,
 }
 
 
