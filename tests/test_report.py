@@ -332,3 +332,8 @@ def test_buffering_curves_draw_one_line_per_ratio_mean_over_seeds(tmp_path: Path
         "delia, diverse.ratio=4": pytest.approx([0.4, 0.55]),
     }
     assert fig.axes[1].texts[0].get_text() == "not logged"  # buffer/task_cancellation is not in the csv
+    fake_job(sweep, num, "common_it", "none", 16, 1, {"unseen_wordings/format_acc": 0.5})  # no ratio override
+    (sweep / str(num) / "csv").mkdir()
+    (sweep / str(num) / "csv" / "metrics.csv").write_text("step,buffer/diverse_cancellation\n0,0.4\n")
+    labels = [line.get_label() for line in plot_buffering_curves(collect(sweep)).axes[0].lines]
+    assert labels == ["common_it", "delia, diverse.ratio=0", "delia, diverse.ratio=4"]

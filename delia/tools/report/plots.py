@@ -38,9 +38,13 @@ def new_figure(n_panels: int, width: float = 4.0, height: float = 3.2) -> tuple[
 
 
 def line_label(job: Job, report: Report, leave_out: Sequence[str] = ()) -> str:
-    """The method, plus the values of the other swept keys (except seed and ``leave_out``)."""
+    """The method, plus the values of the other swept keys (except seed and ``leave_out``); a key this job
+    did not set (a reference without ``diverse.ratio``) or that only repeats the method (``method=common_it``)
+    is left out."""
     extra = [k for k in report.group_keys[2:] if k not in leave_out]
-    return ", ".join([job.method, *(f"{k}={job.swept.get(k)}" for k in extra)])
+    values = {k: job.swept.get(k) for k in extra}
+    shown = [f"{k}={v}" for k, v in values.items() if v is not None and str(v) != job.method]
+    return ", ".join([job.method, *shown])
 
 
 def line_colors(labels: Iterable[str]) -> dict[str, str]:
