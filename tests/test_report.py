@@ -298,6 +298,10 @@ def test_a_ratio_sweep_is_plotted_against_the_ratio_with_a_band(tmp_path: Path) 
                 yaml.safe_dump([*overrides, f"diverse.ratio={ratio}"])
             )
             num += 1
+    # a reference: no diverse.ratio override, though its resolved config has the experiment's ratio
+    fake_job(sweep, num, "common_it", "none", 16, 1, {"unseen_wordings/format_acc": 0.05})
+    config = yaml.safe_load((sweep / str(num) / "config.yaml").read_text())
+    (sweep / str(num) / "config.yaml").write_text(yaml.safe_dump({**config, "diverse": {"ratio": 16.0}}))
     from delia.tools.report.plots import plot_metric_vs_ratio, plotted_metrics
 
     report = collect(sweep)
@@ -305,6 +309,9 @@ def test_a_ratio_sweep_is_plotted_against_the_ratio_with_a_band(tmp_path: Path) 
     fig = plot_metric_vs_ratio(report)
     band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
     assert band.max() > band.min()  # the std over the two seeds is drawn as a band
+    reference = next(line for line in fig.axes[0].lines if line.get_label() == "common_it")
+    assert reference.get_linestyle() == "--" and list(reference.get_xdata()) == [0, 64]
+    assert list(reference.get_ydata()) == pytest.approx([0.05, 0.05])  # across the ratios, not at 16
     written, _ = write_report(report, tmp_path / "out")
     assert "metric_vs_ratio.png" in {p.name for p in written}
 

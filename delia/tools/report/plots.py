@@ -70,27 +70,46 @@ def plotted_metrics(report: Report) -> list[str]:
     return [m for m in wanted if m in have] or [m for m in FALLBACK_METRICS if m in have]
 
 
+def x_value(job: Job, report: Report, key: str) -> float | None:
+    """A job's value of the config field ``key`` on a plot's x axis: its override where the sweep varies
+    ``key`` (None for a job that did not set it, e.g. a reference without diverse data in a ratio sweep),
+    else the resolved config value."""
+    value = job.swept.get(key) if key in report.swept_keys else job.config.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _draw_band(ax: Any, xs: Sequence[float], stats: Sequence[tuple[float, float]], **style: Any) -> None:
+    """Means as a line, ± std (0 where there is one seed) as a band of the same colour."""
+    means = [m for m, _ in stats]
+    stds = [0.0 if math.isnan(sd) else sd for _, sd in stats]
+    ax.plot(xs, means, **style)
+    low = [m - sd for m, sd in zip(means, stds, strict=True)]
+    high = [m + sd for m, sd in zip(means, stds, strict=True)]
+    ax.fill_between(xs, low, high, color=style["color"], alpha=0.2, linewidth=0)
+
+
 def _plot_against(report: Report, key: str, xlabel: str) -> Figure:
-    """One panel per plotted metric: x = the config field ``key``, a line per method, a band of ± std over seeds."""
+    """One panel per plotted metric: x = the config field ``key``, a line per method, a band of ± std over
+    seeds. A method without a value of ``key`` is a dashed horizontal line at its mean (a reference)."""
     metrics = plotted_metrics(report)
-    jobs = [j for j in report.finished if isinstance(j.config.get(key), int | float)]
-    if not metrics or not jobs:
+    placed = [j for j in report.finished if x_value(j, report, key) is not None]
+    if not metrics or not placed:
         raise MissingData(f"no finished job with {key} and a key metric")
-    lines = group_jobs(jobs, lambda j: (line_label(j, report, leave_out=[key]),))
-    colors = line_colors(label for (label,) in lines)
-    xs_all = sorted({j.config[key] for j in jobs})
+    flat = [j for j in report.finished if x_value(j, report, key) is None]
+    lines = group_jobs(placed, lambda j: (line_label(j, report, leave_out=[key]),))
+    references = group_jobs(flat, lambda j: (line_label(j, report, leave_out=[key]),))
+    colors = line_colors(label for (label,) in [*lines, *references])
+    xs_all = sorted({x_value(j, report, key) for j in placed})
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         for (label,), members in lines.items():
-            points = group_jobs(members, lambda j: (j.config[key],))
-            xs = [x for (x,) in points]
+            points = group_jobs(members, lambda j: (x_value(j, report, key),))
             stats = [mean_std(j.metrics.get(metric, math.nan) for j in group) for group in points.values()]
-            means = [m for m, _ in stats]
-            stds = [0.0 if math.isnan(sd) else sd for _, sd in stats]
-            ax.plot(xs, means, marker="o", label=label, color=colors[label])
-            low = [m - sd for m, sd in zip(means, stds, strict=True)]
-            high = [m + sd for m, sd in zip(means, stds, strict=True)]
-            ax.fill_between(xs, low, high, color=colors[label], alpha=0.2, linewidth=0)
+            _draw_band(ax, [x for (x,) in points], stats, marker="o", label=label, color=colors[label])
+        for (label,), members in references.items():
+            stat = mean_std(j.metrics.get(metric, math.nan) for j in members)
+            edges = [xs_all[0], xs_all[-1]]
+            _draw_band(ax, edges, [stat, stat], linestyle="--", label=label, color=colors[label])
         positive = [x for x in xs_all if x > 0]
         if len(positive) > 1 and positive[-1] / positive[0] >= 10:
             ax.set_xscale(
@@ -108,14 +127,14 @@ def _plot_against(report: Report, key: str, xlabel: str) -> Figure:
 
 def plot_metric_vs_train_size(report: Report) -> Figure:
     """Each metric against the number of downstream examples (the paper's Experiment 1 figure)."""
-    return _plot_against(report, "dataset.train_size", "downstream examples (dataset.train_size)")
+    return _plot_against(report, "dataset.train_size", "dataset.train_size (downstream)")
 
 
 def plot_metric_vs_ratio(report: Report) -> Figure:
     """Each metric against the diverse ratio (the paper's ratio figure)."""
-    if len({j.config.get("diverse.ratio") for j in report.finished}) < 2:
+    if len({x_value(j, report, "diverse.ratio") for j in report.finished} - {None}) < 2:
         raise MissingData("the sweep does not vary diverse.ratio")
-    return _plot_against(report, "diverse.ratio", "diverse examples per downstream example (diverse.ratio)")
+    return _plot_against(report, "diverse.ratio", "diverse.ratio (diverse per downstream)")
 
 
 def heatmap_data(report: Report) -> tuple[str, list[str], list[str], list[list[float]]]:
