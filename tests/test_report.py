@@ -208,6 +208,12 @@ def fake_job(
         (job / "metrics.json").write_text(json.dumps(payload))
 
 
+def add_override(job: Path, override: str) -> None:
+    """Append ``override`` to a fake job's .hydra/overrides.yaml."""
+    path = job / ".hydra" / "overrides.yaml"
+    path.write_text(yaml.safe_dump([*yaml.safe_load(path.read_text()), override]))
+
+
 def test_synthetic_sweep_groups_by_train_size_and_ablation(tmp_path: Path) -> None:
     sweep = tmp_path / "fake"
     grid = [("delia", "none"), ("delia", "no_diverse_data"), ("common_it", "none")]
@@ -250,8 +256,7 @@ def test_resume_is_not_a_factor_of_the_sweep(tmp_path: Path) -> None:
     sweep = tmp_path / "parts"
     for part, seed in (("first", 1), ("rerun", 2)):
         fake_job(sweep / part, 0, "delia", "none", 16, seed, {"eval/format_acc": 0.5})
-    overrides = sweep / "rerun" / "0" / ".hydra" / "overrides.yaml"
-    overrides.write_text(yaml.safe_dump([*yaml.safe_load(overrides.read_text()), "resume=auto"]))
+    add_override(sweep / "rerun" / "0", "resume=auto")
     report = collect(sweep)
     assert report.swept_keys == ["seed"]
     assert [row["n_seeds"] for row in summary_table(report)] == [2]
@@ -293,10 +298,7 @@ def test_a_ratio_sweep_is_plotted_against_the_ratio_with_a_band(tmp_path: Path) 
             config = yaml.safe_load((sweep / str(num) / "config.yaml").read_text())
             config["diverse"] = {"name": "self_sample", "ratio": float(ratio)}
             (sweep / str(num) / "config.yaml").write_text(yaml.safe_dump(config))
-            overrides = yaml.safe_load((sweep / str(num) / ".hydra" / "overrides.yaml").read_text())
-            (sweep / str(num) / ".hydra" / "overrides.yaml").write_text(
-                yaml.safe_dump([*overrides, f"diverse.ratio={ratio}"])
-            )
+            add_override(sweep / str(num), f"diverse.ratio={ratio}")
             num += 1
     # a reference: no diverse.ratio override, though its resolved config has the experiment's ratio
     fake_job(sweep, num, "common_it", "none", 16, 1, {"unseen_wordings/format_acc": 0.05})
@@ -322,10 +324,7 @@ def test_buffering_curves_draw_one_line_per_ratio_mean_over_seeds(tmp_path: Path
     for ratio in (0, 4):
         for seed in (1, 2):
             fake_job(sweep, num, "delia", "none", 16, seed, {"unseen_wordings/format_acc": 0.5})
-            overrides = sweep / str(num) / ".hydra" / "overrides.yaml"
-            overrides.write_text(
-                yaml.safe_dump([*yaml.safe_load(overrides.read_text()), f"diverse.ratio={ratio}"])
-            )
+            add_override(sweep / str(num), f"diverse.ratio={ratio}")
             (sweep / str(num) / "csv").mkdir()
             rows = ["step,buffer/diverse_cancellation", "0,0.4", f"32,{0.1 * seed + ratio / 10}"]
             (sweep / str(num) / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")

@@ -204,9 +204,7 @@ def read_curve(csv_file: Path, column: str) -> dict[int, float]:
     return curve
 
 
-def _plot_step_curves(
-    report: Report, columns: Sequence[str], lines: dict[tuple, list[Job]], ylabel: str
-) -> Figure:
+def _plot_step_curves(columns: Sequence[str], lines: dict[tuple, list[Job]], ylabel: str) -> Figure:
     """One panel per ``columns`` entry of csv/metrics.csv against step, a line per group (mean over its jobs)."""
     colors = line_colors(label for (label,) in lines)
     curves = {
@@ -243,14 +241,14 @@ def plot_loss_curves(report: Report) -> Figure:
     A method's runs are its seeds (and, when the sweep varies other keys, all their values).
     """
     lines = group_jobs(report.finished, lambda j: (j.method,))
-    return _plot_step_curves(report, LOSS_COLUMNS, lines, "loss, mean over seeds")
+    return _plot_step_curves(LOSS_COLUMNS, lines, "loss, mean over seeds")
 
 
 def plot_buffering_curves(report: Report) -> Figure:
     """The buffering-effect measures (callbacks=buffering) against step, one line per method and swept
     setting (a ratio sweep: one line per ratio), mean over seeds; step 0 is before any update."""
     lines = group_jobs(report.finished, lambda j: (line_label(j, report),))
-    return _plot_step_curves(report, BUFFER_COLUMNS, lines, "mean over seeds")
+    return _plot_step_curves(BUFFER_COLUMNS, lines, "mean over seeds")
 
 
 PLOTS: dict[str, Callable[[Report], Figure]] = {
