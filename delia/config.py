@@ -215,14 +215,23 @@ def validate_steps(cfg: DictConfig, steps_fixed: bool = True) -> None:
         )
 
 
-def refuse_finished_run(run_dir: Path, overwrite: bool) -> None:
-    """A run dir that already holds a finished run is not overwritten unless ``overwrite=true``."""
+def refuse_finished_run(run_dir: Path, overwrite: bool, resume: bool | str = False) -> dict[str, Any] | None:
+    """A run dir that already holds a finished run is not overwritten unless ``overwrite=true``.
+
+    With ``resume=auto`` the finished run's metrics are returned instead, so that a relaunched sweep
+    skips the jobs that finished and continues the others (a metrics.json that does not parse, or holds
+    no ``metrics``, is not a finished run).
+    """
     metrics = run_dir / "metrics.json"
-    if metrics.is_file() and not overwrite:
-        try:
-            json.loads(metrics.read_text())
-        except ValueError:
-            return
-        raise DeliaError(
-            f"{run_dir} already holds a finished run (metrics.json); pick another hydra.run.dir or pass overwrite=true"
-        )
+    if overwrite or not metrics.is_file():
+        return None
+    try:
+        finished = json.loads(metrics.read_text())["metrics"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if str(resume) == "auto":
+        return finished
+    raise DeliaError(
+        f"{run_dir} already holds a finished run (metrics.json); pick another hydra.run.dir, "
+        f"pass overwrite=true, or resume=auto to skip it"
+    )

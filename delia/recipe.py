@@ -78,7 +78,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     setup_gpu_pool(cfg)
     length = resolve_length(cfg)
     run_dir = Path(cfg.paths.run_dir)
-    refuse_finished_run(run_dir, cfg.overwrite)
+    finished = refuse_finished_run(run_dir, cfg.overwrite, cfg.resume)
+    if finished is not None:
+        log.info("%s already finished (metrics.json): resume=auto skips it", run_dir)
+        return finished
     # disperse_merge keeps a checkpoint per portion (see delia.baselines.disperse_merge)
     ckpt_path = None if cfg.baseline.name == "disperse_merge" else checkpoint_to_resume(cfg, run_dir)
     if not is_launcher_rank():

@@ -71,6 +71,16 @@ def test_finished_run_dir_is_refused_unless_overwrite(tiny_run) -> None:
         train(compose_train(TINY, run_dir=run_dir))
 
 
+def test_resume_auto_skips_a_finished_run_and_keeps_its_files(tiny_run) -> None:
+    """A relaunched sweep (resume=auto) returns a finished job's metrics and writes nothing there."""
+    run_dir, metrics = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    again = train(compose_train([*TINY, "resume=auto"], run_dir=run_dir))
+    assert again == json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert again["eval/loss"] == metrics["eval/loss"]
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("schedule", ["weighted", "two_stage"])
 def test_other_schedules_train(tiny_cfg, schedule: str) -> None:
     metrics = train(tiny_cfg(f"schedule={schedule}", "callbacks=none", "logger=none", "eval.generate=false"))
