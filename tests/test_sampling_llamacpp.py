@@ -202,3 +202,28 @@ def test_q4_1_of_the_embedded_model_is_the_embedded_gguf_itself(tmp_path: Path) 
         assert np.array_equal(
             np.asarray(ours[tensor.name].data).view(np.uint8), np.asarray(tensor.data).view(np.uint8)
         )
+
+
+def test_bf16_holds_the_weights_rounded_as_torch_rounds_them_and_samples(tiny_model, tmp_path: Path) -> None:
+    import gguf
+
+    model, tok = tiny_model
+    path = converted_model(model, tmp_path, MODEL_ID, "bf16", "test")
+    stored = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    for name, weight in model.state_dict().items():
+        if name == "lm_head.weight" or weight.ndim != 2:
+            continue  # tied to the embedding; norms stay float32
+        tensor = stored[gguf_export.gguf_name(name)]
+        assert tensor.tensor_type == gguf.GGMLQuantizationType.BF16
+        as_f32 = (np.asarray(tensor.data).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        expected = weight.to(torch.bfloat16).float()
+        if name.endswith(("q_proj.weight", "k_proj.weight")):  # rows in GGUF's rotary order
+            heads = model.config.num_attention_heads if "q_proj" in name else model.config.num_key_value_heads
+            expected = torch.from_numpy(gguf_export.rotary_interleave(expected.numpy(), heads))
+        assert np.array_equal(as_f32.reshape(expected.shape), expected.numpy()), name
+    engine = LlamaCppEngine(path, workers=1, slots=2)
+    try:
+        out = run(engine, tok, PROMPTS, [0, 1, 2], settings(6, end_of_turn_ids(tok)))
+    finally:
+        engine.close()
+    assert sorted(out) == [0, 1, 2] and all(1 <= len(new) <= 6 for new, _ in out.values())

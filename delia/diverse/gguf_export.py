@@ -4,7 +4,9 @@ The file holds the weights and the architecture, no vocabulary (``tokenizer.ggml
 tokenizes the prompts and decodes the replies with the model's own Hugging Face tokenizer, so llama.cpp
 only ever sees token ids. That is why any Llama-architecture model converts, whatever its tokenizer.
 
-Compute types (``diverse.llamacpp.compute_type``): ``f32``, ``f16``, ``q8_0`` and ``q4_1``. ``q4_1`` writes
+Compute types (``diverse.llamacpp.compute_type``): ``f32``, ``bf16``, ``f16``, ``q8_0`` and ``q4_1``.
+``bf16`` rounds every matrix to bfloat16 (round to nearest even, as torch does); llama.cpp computes it
+with AVX512-BF16 instructions where the CPU has them. ``q4_1`` writes
 the linear layers as Q4_1 and the token embedding as Q8_0, the layout of the embedded
 SmolLM2-135M-Instruct.Q4_1.gguf: since our float32 copy is that file de-quantized, converting it back
 gives the embedded file's own quantized weights, byte for byte (checked in tests/test_sampling_llamacpp.py).
@@ -20,7 +22,7 @@ import numpy as np
 
 from delia.infra.errors import DeliaError
 
-COMPUTE_TYPES = ("f32", "f16", "q8_0", "q4_1")
+COMPUTE_TYPES = ("f32", "bf16", "f16", "q8_0", "q4_1")
 EXPORT_VERSION = 1  # bump when the written file changes: it is part of the converted model's cache key
 
 _LAYER_NAMES = {
@@ -82,7 +84,7 @@ def _tensor_type(name: str, array: np.ndarray, compute_type: str) -> Any:
     kinds = gguf.GGMLQuantizationType
     if array.ndim == 1:
         return kinds.F32  # norms stay float32, as in every llama.cpp file
-    wanted = {"f32": kinds.F32, "f16": kinds.F16, "q8_0": kinds.Q8_0, "q4_1": kinds.Q4_1}[compute_type]
+    wanted = kinds[compute_type.upper()]  # each compute type is named after its GGML type
     if compute_type == "q4_1" and name == "model.embed_tokens.weight":
         wanted = kinds.Q8_0
     block = gguf.GGML_QUANT_SIZES[wanted][0]
