@@ -125,15 +125,21 @@ def _plot_against(report: Report, key: str, xlabel: str) -> Figure:
     return fig
 
 
+def _require_varied(report: Report, key: str) -> None:
+    """A plot against ``key`` needs finished jobs at two values of it at least (one value is a flat plot)."""
+    if len({x_value(j, report, key) for j in report.finished} - {None}) < 2:
+        raise MissingData(f"the sweep does not vary {key}")
+
+
 def plot_metric_vs_train_size(report: Report) -> Figure:
     """Each metric against the number of downstream examples (the paper's Experiment 1 figure)."""
+    _require_varied(report, "dataset.train_size")
     return _plot_against(report, "dataset.train_size", "dataset.train_size (downstream)")
 
 
 def plot_metric_vs_ratio(report: Report) -> Figure:
     """Each metric against the diverse ratio (the paper's ratio figure)."""
-    if len({x_value(j, report, "diverse.ratio") for j in report.finished} - {None}) < 2:
-        raise MissingData("the sweep does not vary diverse.ratio")
+    _require_varied(report, "diverse.ratio")
     return _plot_against(report, "diverse.ratio", "diverse.ratio (diverse per downstream)")
 
 
