@@ -28,7 +28,11 @@ QUESTIONS = (
     "List three uses of copper.",
     "What is a prime number?",
 )
-TIMED = {"_decode": "llama_decode", "_sample": "sampling", "_admit": "admission (its prefill is inside llama_decode)"}
+TIMED = {
+    "_decode": "llama_decode",
+    "_sample": "sampling",
+    "_admit": "admission (its prefill is inside llama_decode)",
+}
 
 
 def timed(method: Callable[..., Any], name: str, seconds: Counter[str]) -> Callable[..., Any]:
@@ -100,7 +104,7 @@ def main() -> None:
 
 def cached_tokenizer(gguf: Path) -> Path:
     """The tokenizer of the model that ``gguf`` was converted from: ``<cache>/models/<model name>-*``."""
-    cache, name = gguf.parents[3], gguf.parent.name.split("-")[0]
+    cache, name = gguf.parents[3], gguf.parent.name.rsplit("-", 2)[0]  # <name>-<compute type>-<key>
     found = sorted((cache / "models").glob(f"{name}-*/tokenizer.json"))
     if not found:
         raise SystemExit(

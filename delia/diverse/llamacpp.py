@@ -49,7 +49,8 @@ FIX = "`pip install llama-cpp-python` (it compiles llama.cpp with gcc and cmake)
 DEFAULTS = {"compute_type": "f32", "workers": 0, "slots": 16}
 # Quantized weights stay in llama.cpp's plain CPU buffers: its extra buffer types (AMX tiles, repacked
 # layouts) segfault in ggml_backend_amx_mul_mat on CPUs with AMX (llama.cpp issue #20824; here q8_0 and
-# q4_1 on an Intel Xeon with AMX). f32 and f16 keep them: f32 sampled 64-72 tok/s with them, 58-68 without, here.
+# q4_1 on an Intel Xeon with AMX). f32, bf16 and f16 keep them: f32 sampled 64-72 tok/s with them, 58-68
+# without, here.
 QUANTIZED = ("q8_0", "q4_1")
 
 
