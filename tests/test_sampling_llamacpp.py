@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from delia import diverse as sampling
+from delia.config import validate
 from delia.diverse import gguf_export, llamacpp
 from delia.diverse.llamacpp import LlamaCppEngine, LlamaCppSampler, converted_model
 from delia.infra.errors import DeliaError
@@ -116,6 +117,18 @@ def test_the_converted_model_is_reused_and_keyed_by_compute_type(
     }
     others |= {converted_model(model, tmp_path, {"name": "other"}, "q8_0", "1.0")}
     assert first not in others and len(others) == 3
+
+
+@pytest.mark.parametrize("compute_type", gguf_export.COMPUTE_TYPES)
+def test_the_config_accepts_every_compute_type_the_exporter_writes(compute_type: str) -> None:
+    validate(
+        compose_train([*TINY, "diverse.sampler=llamacpp", f"diverse.llamacpp.compute_type={compute_type}"])
+    )
+
+
+def test_the_config_names_the_compute_types_when_one_is_unknown() -> None:
+    with pytest.raises(DeliaError, match="compute_type"):
+        validate(compose_train([*TINY, "diverse.sampler=llamacpp", "diverse.llamacpp.compute_type=int4"]))
 
 
 def test_cache_key_separates_backends_and_compute_types() -> None:

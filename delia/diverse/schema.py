@@ -16,7 +16,7 @@ class VllmOptions(Closed):
 
 
 class LlamaCppOptions(Closed):
-    compute_type: Literal["f32", "f16", "q8_0", "q4_1"]
+    compute_type: Literal["f32", "bf16", "f16", "q8_0", "q4_1"]  # gguf_export.COMPUTE_TYPES
     workers: NonNegativeInt = 0  # 0: one per CPU core
     slots: PositiveInt = 16
 
