@@ -27,7 +27,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +35,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from delia.console.progress import progress
 from delia.diverse.gguf_export import EXPORT_VERSION, export_gguf
-from delia.diverse.samplers import Sampled
+from delia.diverse.samplers import EngineSampler
 from delia.infra.errors import DeliaError
 from delia.infra.files import atomic_folder
-from delia.model.generate import end_of_turn_ids
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +278,7 @@ class _Decoder:
             slot.pending = [token]
 
 
-class LlamaCppSampler:
+class LlamaCppSampler(EngineSampler):
     """``diverse.sampler=llamacpp``: the model converted once, then sampled by :class:`LlamaCppEngine`."""
 
     def __init__(
@@ -292,38 +289,8 @@ class LlamaCppSampler:
         self.compute_type = opts["compute_type"]
         gguf = converted_model(model, Path(cache_dir), model_id, self.compute_type, lib.__version__)
         extra_buffers = self.compute_type not in QUANTIZED
-        self.engine = LlamaCppEngine(gguf, opts["workers"], opts["slots"], extra_buffers)
-        self.tokenizer, self.cfg = tokenizer, cfg
-        self.stop_ids = end_of_turn_ids(tokenizer)
+        engine = LlamaCppEngine(gguf, opts["workers"], opts["slots"], extra_buffers)
+        super().__init__(engine, tokenizer, cfg, f"llama.cpp {self.compute_type}")
         log.info(
             "llama.cpp sampler: %s, %d workers x %d slots", self.compute_type, opts["workers"], opts["slots"]
         )
-
-    def stream(self, prompts: list[str], seeds: list[int]) -> Iterator[tuple[int, Sampled]]:
-        """Yield ``(k, reply to prompts[k])`` as each reply ends; a progress bar shows tokens a second."""
-        ids = [list(self.tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
-        max_new = int(self.cfg.max_new_tokens)
-        settings = {
-            "temperature": float(self.cfg.temperature),
-            "top_p": float(self.cfg.top_p),
-            "max_new_tokens": max_new,
-            "stop_ids": self.stop_ids,
-        }
-        start, tokens = time.perf_counter(), 0
-        with progress(
-            total=len(prompts), desc=f"self-sampling (llama.cpp {self.compute_type})", unit="answer"
-        ) as bar:
-            for k, new, stopped in self.engine.run(ids, seeds, settings):
-                tokens += len(new)
-                bar.update(1)
-                bar.set_postfix_str(f"{tokens / (time.perf_counter() - start):.0f} tok/s")
-                text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-                yield k, Sampled(text, "stop" if stopped else "length")
-
-    def generate(self, prompts: list[str], seed: int) -> list[Sampled]:
-        """One reply per prompt in the order of the prompts; prompt ``k`` is seeded with ``seed + k``."""
-        replies = dict(self.stream(prompts, [seed + k for k in range(len(prompts))]))
-        return [replies[k] for k in range(len(prompts))]
-
-    def close(self) -> None:
-        self.engine.close()

@@ -1,11 +1,13 @@
 """Sampler backends (``diverse.sampler``): llama.cpp on a CPU (:mod:`delia.diverse.llamacpp`, the default),
-batched transformers ``generate``, or vLLM on a GPU (:mod:`delia.diverse.vllm`).
+our own continuous-batching Llama decoder in torch (:mod:`delia.diverse.torch_engine`), batched
+transformers ``generate``, or vLLM on a GPU (:mod:`delia.diverse.vllm`).
 
 Every backend samples the same way: temperature, then top-p, no top-k, min-p or repetition penalty, stop on
 every end-of-turn token of the chat template or at ``max_new_tokens``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from omegaconf import DictConfig
 
+from delia.console.progress import progress
 from delia.infra.errors import DeliaError
 from delia.model.generate import end_of_turn_ids, finished, generate_new_tokens
 
@@ -66,6 +69,41 @@ class StreamingSampler(Protocol):
     def stream(self, prompts: list[str], seeds: list[int]) -> Iterator[tuple[int, Sampled]]: ...
 
 
+class EngineSampler:
+    """A backend whose engine batches continuously: ``engine.run(token ids, seeds, settings)`` yields
+    ``(k, new token ids, stopped at an end-of-turn token)`` as each reply ends. Shared by the engines."""
+
+    def __init__(self, engine: Any, tokenizer: Any, cfg: DictConfig, label: str) -> None:
+        self.engine, self.tokenizer, self.cfg, self.label = engine, tokenizer, cfg, label
+        self.stop_ids = end_of_turn_ids(tokenizer)
+
+    def stream(self, prompts: list[str], seeds: list[int]) -> Iterator[tuple[int, Sampled]]:
+        """Yield ``(k, reply to prompts[k])`` as each reply ends; a progress bar shows tokens a second."""
+        ids = [list(self.tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
+        settings = {
+            "temperature": float(self.cfg.temperature),
+            "top_p": float(self.cfg.top_p),
+            "max_new_tokens": int(self.cfg.max_new_tokens),
+            "stop_ids": self.stop_ids,
+        }
+        start, tokens = time.perf_counter(), 0
+        with progress(total=len(prompts), desc=f"self-sampling ({self.label})", unit="answer") as bar:
+            for k, new, stopped in self.engine.run(ids, seeds, settings):
+                tokens += len(new)
+                bar.update(1)
+                bar.set_postfix_str(f"{tokens / (time.perf_counter() - start):.0f} tok/s")
+                text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+                yield k, Sampled(text, "stop" if stopped else "length")
+
+    def generate(self, prompts: list[str], seed: int) -> list[Sampled]:
+        """One reply per prompt in the order of the prompts; prompt ``k`` is seeded with ``seed + k``."""
+        replies = dict(self.stream(prompts, [seed + k for k in range(len(prompts))]))
+        return [replies[k] for k in range(len(prompts))]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
 class TransformersSampler:
     """The default backend: batched transformers ``generate`` on the model already loaded."""
 
@@ -97,6 +135,12 @@ def _llamacpp_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Sourc
     return LlamaCppSampler(model, tokenizer, cfg, source.cache_dir, source.model_id)
 
 
+def _torch_engine_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Source) -> Sampler:
+    from delia.diverse.torch_engine import TorchEngineSampler
+
+    return TorchEngineSampler(model, tokenizer, cfg)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where an engine finds the model: its folder or hub id, the cache dir and the model identity."""
@@ -109,6 +153,7 @@ class Source:
 # diverse.sampler -> the backend's constructor
 SAMPLERS: dict[str, Callable[[Any, Any, DictConfig, Source], Sampler]] = {
     "llamacpp": _llamacpp_sampler,
+    "torch_engine": _torch_engine_sampler,
     "transformers": lambda model, tokenizer, cfg, source: TransformersSampler(model, tokenizer, cfg),
     "vllm": _vllm_sampler,
 }
@@ -139,6 +184,10 @@ def sampler_identity(cfg: DictConfig) -> dict[str, Any]:
         from delia.diverse.llamacpp import options
 
         return {"sampler": name, "compute_type": options(cfg)["compute_type"]}
+    if name == "torch_engine":
+        from delia.diverse.torch_engine import ENGINE_VERSION, options
+
+        return {"sampler": name, "dtype": options(cfg)["dtype"], "engine": ENGINE_VERSION}
     if name == "vllm":
         return {"sampler": name, "dtype": str((cfg.get("vllm") or {}).get("dtype", "auto"))}
     return {"sampler": name}

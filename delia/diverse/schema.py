@@ -21,6 +21,11 @@ class LlamaCppOptions(Closed):
     slots: PositiveInt = 16
 
 
+class TorchEngineOptions(Closed):
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    slots: PositiveInt = 64
+
+
 class SelfQueries(Closed):
     temperature: float = Field(gt=0)
     top_p: float = Field(gt=0, le=1)
@@ -43,9 +48,10 @@ class SelfSample(Closed):
     max_new_tokens: PositiveInt
     batch_size: PositiveInt
     seed: int
-    sampler: Literal["llamacpp", "transformers", "vllm"]
+    sampler: Literal["llamacpp", "torch_engine", "transformers", "vllm"]
     vllm: VllmOptions
     llamacpp: LlamaCppOptions
+    torch_engine: TorchEngineOptions
 
 
 DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": SelfSample}
