@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from delia.diverse import gguf_export, llamacpp
 from delia.diverse.llamacpp import LlamaCppEngine, LlamaCppSampler, converted_model
 from delia.infra.errors import DeliaError
 from delia.model.generate import end_of_turn_ids
-from tests.conftest import TINY, compose_train
+from tests.conftest import TINY, assert_a_killed_run_resumes, compose_train
 
 pytest.importorskip("llama_cpp")
 
@@ -146,37 +145,13 @@ def test_cache_key_separates_backends_and_compute_types() -> None:
     assert same == sampling.cache_key(MODEL_ID, queries, diverse_cfg())
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_a_killed_llamacpp_run_resumes_without_loss_or_duplicates(
     tiny_model, tmp_path: Path, monkeypatch
 ) -> None:
     model, tok = tiny_model
-    cfg = diverse_cfg(max_new_tokens=4)
-    real = LlamaCppSampler.stream
-
-    def dies_after_five(self, prompts, seeds):
-        for n, item in enumerate(real(self, prompts, seeds)):
-            if n == 5:
-                raise Interrupt
-            yield item
-
-    monkeypatch.setattr(LlamaCppSampler, "stream", dies_after_five)
-    with pytest.raises(Interrupt):
-        sampling.self_sample(model, tok, cfg, 12, tmp_path, MODEL_ID)
-    [folder] = (tmp_path / "diverse").iterdir()
-    cache_file = folder / "samples.jsonl"
-    first = cache_file.read_text().splitlines()
-    assert len(first) == 5  # each reply was cached as it ended
-
-    monkeypatch.setattr(LlamaCppSampler, "stream", real)
-    samples = sampling.self_sample(model, tok, cfg, 12, tmp_path, MODEL_ID)
-    lines = cache_file.read_text().splitlines()
-    assert sorted(json.loads(line)["i"] for line in lines) == list(range(12))
-    assert lines[:5] == first
-    assert len(samples) == sum(1 for line in lines if json.loads(line)["response"])
+    assert_a_killed_run_resumes(
+        LlamaCppSampler, model, tok, diverse_cfg(max_new_tokens=4), tmp_path, monkeypatch
+    )
 
 
 def test_a_model_that_is_not_a_llama_is_refused_in_one_line() -> None:

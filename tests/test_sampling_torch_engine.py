@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from delia import diverse as sampling
 from delia.diverse import torch_engine
 from delia.diverse.torch_engine import Decoder, TorchEngine, TorchEngineSampler, nucleus_draw
 from delia.infra.errors import DeliaError
-from tests.conftest import TINY, compose_train
+from tests.conftest import TINY, assert_a_killed_run_resumes, compose_train
 
 MODEL_ID = {"name": "tiny_random"}
 
@@ -137,34 +136,11 @@ def test_cache_key_separates_the_engine_and_its_dtype() -> None:
     assert same == sampling.cache_key(MODEL_ID, queries, diverse_cfg())
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_a_killed_run_resumes_without_loss_or_duplicates(tiny_model, tmp_path: Path, monkeypatch) -> None:
     model, tok = tiny_model
-    cfg = diverse_cfg(max_new_tokens=4)
-    real = TorchEngineSampler.stream
-
-    def dies_after_five(self, prompts, seeds):
-        for n, item in enumerate(real(self, prompts, seeds)):
-            if n == 5:
-                raise Interrupt
-            yield item
-
-    monkeypatch.setattr(TorchEngineSampler, "stream", dies_after_five)
-    with pytest.raises(Interrupt):
-        sampling.self_sample(model, tok, cfg, 12, tmp_path, MODEL_ID)
-    [folder] = (tmp_path / "diverse").iterdir()
-    first = (folder / "samples.jsonl").read_text().splitlines()
-    assert len(first) == 5
-
-    monkeypatch.setattr(TorchEngineSampler, "stream", real)
-    samples = sampling.self_sample(model, tok, cfg, 12, tmp_path, MODEL_ID)
-    lines = (folder / "samples.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["i"] for line in lines) == list(range(12))
-    assert lines[:5] == first
-    assert len(samples) == sum(1 for line in lines if json.loads(line)["response"])
+    assert_a_killed_run_resumes(
+        TorchEngineSampler, model, tok, diverse_cfg(max_new_tokens=4), tmp_path, monkeypatch
+    )
 
 
 def test_a_model_that_is_not_a_llama_is_refused_in_one_line() -> None:
