@@ -13,7 +13,7 @@ longest one ends, and grows its KV cache by concatenation. This decoder:
 - draws top-p exactly without sorting the vocabulary (:func:`nucleus_draw`).
 
 The layer math is Hugging Face's Llama: RMSNorm in float32, the rotary tables of the model's own rotary
-module, grouped-query attention with a float32 softmax, SiLU MLP; its logits match the model's
+module, grouped-query attention by torch's scaled_dot_product_attention, SiLU MLP; its logits match the model's
 (tests/test_sampling_torch_engine.py). Sampling settings as the other backends: temperature, then top-p,
 then a draw from the renormalised nucleus; no top-k, min-p or repetition penalty; a reply ends at any
 end-of-turn token of the chat template or at ``max_new_tokens``.
@@ -195,22 +195,19 @@ class Decoder:
         """One step for cache rows ``0..len(tokens)-1``: row ``r`` feeds ``tokens[r]`` at ``positions[r]``."""
         rows = len(tokens)
         span = int(positions.max()) + 1  # read each row's cache only up to the longest active row
-        # a row sees its own positions up to the new one; longer rows' positions are masked for it
-        hidden = torch.arange(span) > positions[:, None]
-        mask = torch.zeros(rows, span).masked_fill_(hidden, float("-inf"))[:, None, None, :]
+        # a row sees its own positions up to the new one; longer rows' positions are hidden from it
+        visible = (torch.arange(span) <= positions[:, None])[:, None, None, :]
         x = self.embed[tokens]
         cos, sin = self.cos[positions, None], self.sin[positions, None]
         index = torch.arange(rows)
-        group = self.heads // self.kv_heads
         for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
             q, k, v = self._qkv(x, layer, cos, sin)
             keys[index, :, positions], values[index, :, positions] = k, v
-            # grouped-query attention without copying the cache: queries grouped under their kv head
-            grouped = q.view(rows, self.kv_heads, group, self.head_dim)
-            scores = grouped @ keys[:rows, :, :span].transpose(-1, -2) * self.head_dim**-0.5
-            weights = torch.softmax(scores.float() + mask, -1).to(self.dtype)
-            attended = (weights @ values[:rows, :, :span]).view(rows, self.heads, self.head_dim)
-            x = self._finish_layer(x, attended, layer)
+            # one query per row; the cache slices are read in place (no copy, kv heads shared by groups)
+            attended = F.scaled_dot_product_attention(
+                q[:, :, None], keys[:rows, :, :span], values[:rows, :, :span], visible, enable_gqa=True
+            )
+            x = self._finish_layer(x, attended[:, :, 0], layer)
         return self._logits(x)
 
 
