@@ -1,10 +1,11 @@
 """Generated tokens a second of the sampler backends, side by side, and the log-probability check.
 
-Every backend in ``bench.samplers`` (``transformers``, ``llamacpp:<compute type>``, ``torch_engine:<dtype>``,
-``vllm``) answers the same ``bench.sample_prompts`` diverse prompts (the release's reference-then-ask
-prompts, rendered with the chat template) at the diverse group's settings, with answers of up to ``bench.sample_max_new_tokens``
-tokens, the way delia-sample drives it (batches of length-sorted prompts, or every prompt at once for an
-engine that batches continuously). Generated tokens count every reply token plus its end-of-turn token.
+Every backend in ``bench.samplers`` (``transformers``, ``llamacpp:<compute type>``,
+``torch_engine:<dtype>``, ``vllm``) answers the same ``bench.sample_prompts`` diverse prompts (the release's
+reference-then-ask prompts, rendered with the chat template) at the diverse group's settings, with answers
+of up to ``bench.sample_max_new_tokens`` tokens, the way delia-sample drives it (batches of length-sorted
+prompts, or every prompt at once for an engine that batches continuously). Generated tokens count every
+reply token plus its end-of-turn token.
 
 The check: the mean log-probability per token of each backend's replies under the float32 transformers
 model (temperature 1), next to that of transformers' own replies to the same prompts. A backend whose
