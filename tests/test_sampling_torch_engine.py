@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from transformers import TopPLogitsWarper
 
@@ -58,6 +59,15 @@ def test_bfloat16_logits_follow_the_float32_ones(tiny_model) -> None:
     b = rounded.prefill(ids, 0, rounded.cache(1, len(ids)))
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("rows", [1, 5, 64])
+def test_a_packed_bfloat16_projection_computes_what_f_linear_does(rows: int) -> None:
+    weight = torch.randn(96, 40, generator=torch.Generator().manual_seed(rows))
+    x = torch.randn(rows, 40).bfloat16()
+    projection = torch_engine.Projection.of(weight, torch.bfloat16)
+    assert (projection.packed is not None) == torch_engine._onednn_bfloat16()
+    torch.testing.assert_close(projection(x), F.linear(x, weight.bfloat16()), atol=0, rtol=0)
 
 
 def grid(n: int, rows: int) -> list[torch.Tensor]:

@@ -79,27 +79,55 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
 
 
+def _onednn_bfloat16() -> bool:
+    """Whether this torch can pack bfloat16 weights for oneDNN's matmul on this CPU."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
+
+
+@dataclass(frozen=True)
+class Projection:
+    """``x @ weight.T``. A bfloat16 weight is packed once into oneDNN's layout where torch can: the same
+    oneDNN matmul as ``F.linear`` (bitwise equal here), without re-laying the weight out at every call
+    (about 30% faster a call at 1 to 64 rows on the 2-core Xeon)."""
+
+    weight: torch.Tensor
+    packed: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, dtype: torch.dtype) -> Projection:
+        weight = weight.detach().to(dtype).contiguous()
+        if dtype != torch.bfloat16 or not _onednn_bfloat16():
+            return cls(weight)
+        return cls(weight, torch.ops.mkldnn._reorder_linear_weight(weight, None))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return F.linear(x, self.weight)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+
+
 @dataclass(frozen=True)
 class Layer:
-    """One decoder layer's weights, q/k/v and gate/up fused into one matrix each."""
+    """One decoder layer's weights, q/k/v and gate/up fused into one projection each."""
 
     attn_norm: torch.Tensor
-    qkv: torch.Tensor
-    out: torch.Tensor
+    qkv: Projection
+    out: Projection
     mlp_norm: torch.Tensor
-    gate_up: torch.Tensor
-    down: torch.Tensor
+    gate_up: Projection
+    down: Projection
 
 
 def _layer(module: Any, dtype: torch.dtype) -> Layer:
     attn, mlp = module.self_attn, module.mlp
     return Layer(
         attn_norm=module.input_layernorm.weight.detach().to(dtype),
-        qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach().to(dtype),
-        out=attn.o_proj.weight.detach().to(dtype).contiguous(),
+        qkv=Projection.of(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]), dtype),
+        out=Projection.of(attn.o_proj.weight, dtype),
         mlp_norm=module.post_attention_layernorm.weight.detach().to(dtype),
-        gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().to(dtype),
-        down=mlp.down_proj.weight.detach().to(dtype).contiguous(),
+        gate_up=Projection.of(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), dtype),
+        down=Projection.of(mlp.down_proj.weight, dtype),
     )
 
 
@@ -142,7 +170,7 @@ class Decoder:
         self.rotary = model.model.rotary_emb
         self.layers = [_layer(module, self.dtype) for module in model.model.layers]
         self.embed = model.get_input_embeddings().weight.detach().to(self.dtype)
-        self.head = model.get_output_embeddings().weight.detach().to(self.dtype)
+        self.head = Projection.of(model.get_output_embeddings().weight, self.dtype)
         self.final_norm = model.model.norm.weight.detach().to(self.dtype)
         self.split = [
             self.heads * self.head_dim,
@@ -161,19 +189,19 @@ class Decoder:
         self, x: torch.Tensor, layer: Layer, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys (both rotated) and values of ``x`` (tokens x hidden): tokens x heads x head dim."""
-        q, k, v = F.linear(rms_norm(x, layer.attn_norm, self.eps), layer.qkv).split(self.split, -1)
+        q, k, v = layer.qkv(rms_norm(x, layer.attn_norm, self.eps)).split(self.split, -1)
         q = rotate(q.unflatten(-1, (self.heads, self.head_dim)), cos, sin)
         k = rotate(k.unflatten(-1, (self.kv_heads, self.head_dim)), cos, sin)
         return q, k, v.unflatten(-1, (self.kv_heads, self.head_dim))
 
     def _finish_layer(self, x: torch.Tensor, attended: torch.Tensor, layer: Layer) -> torch.Tensor:
         """The attention output projected and added, then the MLP block."""
-        x = x + F.linear(attended.flatten(-2), layer.out)
-        gate, up = F.linear(rms_norm(x, layer.mlp_norm, self.eps), layer.gate_up).chunk(2, -1)
-        return x + F.linear(F.silu(gate) * up, layer.down)
+        x = x + layer.out(attended.flatten(-2))
+        gate, up = layer.gate_up(rms_norm(x, layer.mlp_norm, self.eps)).chunk(2, -1)
+        return x + layer.down(F.silu(gate) * up)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(rms_norm(x, self.final_norm, self.eps), self.head).float()
+        return self.head(rms_norm(x, self.final_norm, self.eps)).float()
 
     @torch.inference_mode()
     def prefill(self, ids: list[int], row: int, cache: KVCache) -> torch.Tensor:
