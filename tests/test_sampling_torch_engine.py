@@ -66,7 +66,7 @@ def test_a_packed_bfloat16_projection_computes_what_f_linear_does(rows: int) -> 
     weight = torch.randn(96, 40, generator=torch.Generator().manual_seed(rows))
     x = torch.randn(rows, 40).bfloat16()
     projection = torch_engine.Projection.of(weight, torch.bfloat16)
-    assert (projection.packed is not None) == torch_engine._onednn_bfloat16()
+    assert (projection.packed is not None) == torch_engine.onednn_bfloat16()
     torch.testing.assert_close(projection(x), F.linear(x, weight.bfloat16()), atol=0, rtol=0)
 
 
@@ -136,7 +136,7 @@ def diverse_cfg(**overrides):
 def test_cache_key_separates_the_engine_and_its_dtype() -> None:
     queries = sampling.load_queries("builtin")
     keys = {
-        sampling.cache_key(MODEL_ID, queries, diverse_cfg()),
+        sampling.cache_key(MODEL_ID, queries, diverse_cfg(torch_engine={"dtype": "float32"})),
         sampling.cache_key(MODEL_ID, queries, diverse_cfg(torch_engine={"dtype": "bfloat16"})),
         sampling.cache_key(MODEL_ID, queries, diverse_cfg(sampler="transformers")),
         sampling.cache_key(MODEL_ID, queries, diverse_cfg(sampler="llamacpp")),
@@ -144,6 +144,17 @@ def test_cache_key_separates_the_engine_and_its_dtype() -> None:
     assert len(keys) == 4
     same = sampling.cache_key(MODEL_ID, queries, diverse_cfg(torch_engine={"slots": 3}))
     assert same == sampling.cache_key(MODEL_ID, queries, diverse_cfg())
+
+
+def test_dtype_auto_is_bfloat16_only_where_onednn_computes_it(monkeypatch) -> None:
+    for supported, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch_engine, "onednn_bfloat16", lambda supported=supported: supported)
+        assert torch_engine.options(diverse_cfg(torch_engine={"dtype": "auto"}))["dtype"] == expected
+        assert torch_engine.options(diverse_cfg(torch_engine={"dtype": "float32"}))["dtype"] == "float32"
+    # the key holds the resolved dtype: auto shares its samples with the dtype it resolved to
+    queries = sampling.load_queries("builtin")
+    auto = sampling.cache_key(MODEL_ID, queries, diverse_cfg(torch_engine={"dtype": "auto"}))
+    assert auto == sampling.cache_key(MODEL_ID, queries, diverse_cfg(torch_engine={"dtype": "float32"}))
 
 
 def test_a_killed_run_resumes_without_loss_or_duplicates(tiny_model, tmp_path: Path, monkeypatch) -> None:

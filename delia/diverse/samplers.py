@@ -1,6 +1,6 @@
-"""Sampler backends (``diverse.sampler``): llama.cpp on a CPU (:mod:`delia.diverse.llamacpp`, the default),
-our own continuous-batching Llama decoder in torch (:mod:`delia.diverse.torch_engine`), batched
-transformers ``generate``, or vLLM on a GPU (:mod:`delia.diverse.vllm`).
+"""Sampler backends (``diverse.sampler``): our own continuous-batching Llama decoder in torch on a CPU
+(:mod:`delia.diverse.torch_engine`, the default), llama.cpp on a CPU (:mod:`delia.diverse.llamacpp`),
+batched transformers ``generate``, or vLLM on a GPU (:mod:`delia.diverse.vllm`).
 
 Every backend samples the same way: temperature, then top-p, no top-k, min-p or repetition penalty, stop on
 every end-of-turn token of the chat template or at ``max_new_tokens``."""

@@ -22,7 +22,7 @@ class LlamaCppOptions(Closed):
 
 
 class TorchEngineOptions(Closed):
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     slots: PositiveInt = 64
 
 
