@@ -14,8 +14,8 @@ longest one ends, and grows its KV cache by concatenation. This decoder:
 - draws top-p exactly without sorting the vocabulary (:func:`nucleus_draw`).
 
 The layer math is Hugging Face's Llama: RMSNorm in float32, the rotary tables of the model's own rotary
-module, grouped-query attention by torch's scaled_dot_product_attention, SiLU MLP; its logits match the model's
-(tests/test_sampling_torch_engine.py). Sampling settings as the other backends: temperature, then top-p,
+module, grouped-query attention by torch's ``scaled_dot_product_attention``, SiLU MLP; its logits match the
+model's (tests/test_sampling_torch_engine.py). Sampling settings as the other backends: temperature, then top-p,
 then a draw from the renormalised nucleus; no top-k, min-p or repetition penalty; a reply ends at any
 end-of-turn token of the chat template or at ``max_new_tokens``.
 
