@@ -12,9 +12,14 @@ import os
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
+from delia.diverse.cache import cache_key
 from delia.tools.report import collect, write_report
 from tests.cli_batch import run_batch
+from tests.conftest import compose_train
+
+RESULTS = Path(__file__).resolve().parents[1] / "notebooks" / "results"
 
 TINY_SWEEP = [
     "-m",
@@ -54,6 +59,26 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> dic
     for result in results:
         assert result["returncode"] == 0, result["stdout"][-2000:] + result["stderr"][-3000:]
     return dirs
+
+
+def sampling_key(cfg: DictConfig, part: str) -> str:
+    """The sample cache's key for one part (diverse answers, held-out retention slice), model aside."""
+    return cache_key({}, [], OmegaConf.select(cfg, part), heldout=part != "diverse")
+
+
+@pytest.mark.parametrize("experiment", ["sep_cpu", "ratio_cpu", "samples_cpu"])
+def test_an_experiment_draws_the_samples_its_committed_jobs_trained_on(experiment: str) -> None:
+    """A rerun or ``resume=auto`` of a committed sweep must sample what its jobs did, whatever the CPU
+    default sampler is now: the settings that key the cache (sampler and compute type included) are the
+    committed jobs' own, for the diverse answers and (where retention ran) the held-out retention slice."""
+    cfg = compose_train([f"experiment={experiment}"])
+    committed = sorted((RESULTS / experiment).glob("**/config.yaml"))
+    assert committed, f"no committed jobs under {RESULTS / experiment}"
+    for path in committed:
+        job = OmegaConf.load(path)
+        sampled = ["diverse", "retention.sampling"] if job.retention.enabled else ["diverse"]
+        for part in sampled:
+            assert sampling_key(cfg, part) == sampling_key(job, part), f"{path}: {part}"
 
 
 def job_metrics(sweep: Path) -> list[dict]:
