@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,26 @@ def test_layer0_is_the_embedding_row(with_sep: tuple[Any, Any, int]) -> None:
     model, tokenizer, token_id = with_sep
     state = token_hidden_states(model, tokenizer, TOKEN, [0])[0]
     torch.testing.assert_close(state, model.get_input_embeddings().weight[token_id].detach().float())
+
+
+def test_the_adapter_off_script_holds_the_row_where_the_model_reads_it(
+    with_sep: tuple[Any, Any, int],
+) -> None:
+    """notebooks/sep_with_adapter_off.py: the row it sets is what the model embeds, LoRA on or off (peft
+    reads its trainable-token copy with the adapter on, the base matrix with it off); then it is restored."""
+    path = Path(__file__).parents[1] / "notebooks" / "sep_with_adapter_off.py"
+    spec = importlib.util.spec_from_file_location("sep_with_adapter_off", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model, tokenizer, token_id = with_sep
+    peft_model = _peft(model, token_id)
+    before = token_hidden_states(peft_model, tokenizer, TOKEN, [0])[0]
+    values = torch.randn(HIDDEN, generator=torch.Generator().manual_seed(0))
+    for lora_off in (False, True):
+        lora = peft_model.disable_adapter() if lora_off else contextlib.nullcontext()
+        with script.row_set_to(peft_model, token_id, values), lora:
+            torch.testing.assert_close(token_hidden_states(peft_model, tokenizer, TOKEN, [0])[0], values)
+    torch.testing.assert_close(token_hidden_states(peft_model, tokenizer, TOKEN, [0])[0], before)
 
 
 def test_distance_to_itself_is_zero(with_sep: tuple[Any, Any, int]) -> None:
