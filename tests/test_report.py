@@ -254,11 +254,12 @@ def test_synthetic_sweep_groups_by_train_size_and_ablation(tmp_path: Path) -> No
     assert "| 0.700 ± 0.100 |" in markdown and "## Not finished" in markdown
 
 
-def test_resume_is_not_a_factor_of_the_sweep(tmp_path: Path) -> None:
+@pytest.mark.parametrize("override", ["resume=auto", "checkpoint_every_n_steps=130"])
+def test_an_operational_override_is_not_a_factor_of_the_sweep(override: str, tmp_path: Path) -> None:
     sweep = tmp_path / "parts"
     for part, seed in (("first", 1), ("rerun", 2)):
         fake_job(sweep / part, 0, "delia", "none", 16, seed, {"eval/format_acc": 0.5})
-    add_override(sweep / "rerun" / "0", "resume=auto")
+    add_override(sweep / "rerun" / "0", override)
     report = collect(sweep)
     assert report.swept_keys == ["seed"]
     assert [row["n_seeds"] for row in summary_table(report)] == [2]

@@ -22,8 +22,8 @@ Value = str | int | float | bool | None
 
 REPLICATE_KEY = "seed"
 # overrides that change how a job runs, not what it measures: never a factor of the sweep (a part rerun
-# with resume=auto belongs with the same settings run without it)
-OPERATIONAL_KEYS = ("resume",)
+# with resume=auto, or one that saves a checkpoint every n steps, belongs with the same settings run without)
+OPERATIONAL_KEYS = ("resume", "checkpoint_every_n_steps")
 # resolved config fields kept per job (dotted paths into config.yaml)
 CONFIG_FIELDS = (
     "baseline.name",
