@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from delia.eval.representation import DEFAULT_CONTEXT, token_hidden_states
-from delia.model.adapter import NEW_TOKEN_ROWS, load_adapter
+from delia.model.adapter import NEW_TOKEN_ROWS, _base_embedding_weight, load_adapter
 
 LAYERS = [1, 2, 15, 30]
 
@@ -42,8 +42,7 @@ def row_set_to(model: Any, row: int, values: torch.Tensor) -> Iterator[None]:
             indices = module.token_indices[name]
             if row in indices:
                 slots.append((delta, indices.index(row)))
-    base = model.get_base_model().get_input_embeddings()
-    slots.append((getattr(getattr(base, "token_adapter", base), "base_layer", base).weight, row))
+    slots.append((_base_embedding_weight(model), row))
     saved = [tensor[i].detach().clone() for tensor, i in slots]
     with torch.no_grad():
         for tensor, i in slots:
