@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -64,3 +65,30 @@ def test_measuring_changes_nothing_and_reaches_metrics_and_loggers(tiny_run, tmp
     with (measured_dir / "csv" / "metrics.csv").open() as handle:
         logged = [row for row in csv.DictReader(handle) if row.get("buffer/task_diverse_cos")]
     assert len(logged) >= 2  # step 0 and the end
+
+
+def test_a_resumed_run_measures_at_the_steps_an_unbroken_run_does(monkeypatch) -> None:
+    """Resuming at step 40 of a run measured every 32 steps adds no point at 40, and step 0 stays step 0."""
+    diagnostics = BufferingDiagnostics(every_n_steps=32, k=2)
+    diagnostics.items = {"task": [{}], "diverse": [{}]}
+    monkeypatch.setattr(
+        diagnostics, "measure", lambda model: {"buffer/task_kept": 1.0, "buffer/seconds": 0.0}
+    )
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True, loggers=[])
+    module = SimpleNamespace(model=None)
+    diagnostics.on_train_start(trainer, module)
+    trainer.global_step = 32
+    diagnostics.on_train_batch_end(trainer, module)
+    resumed = BufferingDiagnostics(every_n_steps=32, k=2)
+    resumed.items = diagnostics.items
+    resumed.load_state_dict(diagnostics.state_dict())
+    monkeypatch.setattr(resumed, "measure", diagnostics.measure)
+    trainer.global_step = 40
+    resumed.on_train_start(trainer, module)
+    trainer.global_step = 64
+    resumed.on_train_batch_end(trainer, module)
+    assert [step for step, _ in resumed.history] == [0, 32, 64]
+    assert "buffer/task_kept_step0" in resumed.summary()
+    late = BufferingDiagnostics(every_n_steps=32, k=2)
+    late.history = [(32, {"buffer/task_kept": 1.0, "buffer/seconds": 0.0})]
+    assert "buffer/task_kept_step0" not in late.summary()

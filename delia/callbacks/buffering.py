@@ -124,7 +124,10 @@ class BufferingDiagnostics(L.Callback):
             logger.log_metrics(metrics, step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(trainer, pl_module)
+        # Only a fresh run measures here: a resumed one (its history restored from the checkpoint) goes on
+        # at the next multiple of every_n_steps, so its curve has the points an unbroken run's has.
+        if trainer.global_step == 0:
+            self._log(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.global_step % self.every_n_steps == 0:
@@ -137,8 +140,8 @@ class BufferingDiagnostics(L.Callback):
         """For metrics.json: the first (step 0) and the last measurement, and the mean over all."""
         if not self.history:
             return {}
-        first, last = self.history[0][1], self.history[-1][1]
-        out = {f"{k}_step0": v for k, v in first.items() if k != "buffer/seconds"}
+        (first_step, first), last = self.history[0], self.history[-1][1]
+        out = {f"{k}_step0": v for k, v in first.items() if k != "buffer/seconds" and first_step == 0}
         out.update({k: v for k, v in last.items() if k != "buffer/seconds"})
         out["buffer/seconds"] = sum(m["buffer/seconds"] for _, m in self.history) / len(self.history)
         out["buffer/measurements"] = float(len(self.history))
