@@ -137,7 +137,7 @@ class BufferingDiagnostics(L.Callback):
         self._log(trainer, pl_module)
 
     def summary(self) -> dict[str, float]:
-        """For metrics.json: the first (step 0) and the last measurement, and the mean over all."""
+        """For metrics.json: the step-0 measurement (if the history has one), the last, and the mean seconds."""
         if not self.history:
             return {}
         (first_step, first), last = self.history[0], self.history[-1][1]
