@@ -88,6 +88,10 @@ def test_a_resumed_run_measures_at_the_steps_an_unbroken_run_does(monkeypatch) -
     trainer.global_step = 64
     resumed.on_train_batch_end(trainer, module)
     assert [step for step, _ in resumed.history] == [0, 32, 64]
+    resumed.history.pop()  # a checkpoint saved at step 64 before that step's measurement
+    resumed.on_train_start(trainer, module)
+    resumed.on_train_start(trainer, module)
+    assert [step for step, _ in resumed.history] == [0, 32, 64]
     assert "buffer/task_kept_step0" in resumed.summary()
     late = BufferingDiagnostics(every_n_steps=32, k=2)
     late.history = [(32, {"buffer/task_kept": 1.0, "buffer/seconds": 0.0})]

@@ -124,10 +124,9 @@ class BufferingDiagnostics(L.Callback):
             logger.log_metrics(metrics, step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Only a fresh run measures here: a resumed one (its history restored from the checkpoint) goes on
-        # at the next multiple of every_n_steps, so its curve has the points an unbroken run's has.
-        if trainer.global_step == 0:
-            self._log(trainer, pl_module)
+        # The same rule as after a batch: step 0, and a resume at a multiple of every_n_steps whose point the
+        # checkpoint's history lacks; a resume anywhere else waits for the next multiple, as an unbroken run.
+        self.on_train_batch_end(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.global_step % self.every_n_steps == 0:
