@@ -16,12 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import PositiveInt
 
-from delia.baselines import check_combination
+from delia.baselines import check_combination, own_training
 from delia.baselines.schema import Ablation, Baseline
 from delia.callbacks import wanted
 from delia.data.mixing import diverse_ratio
 from delia.data.schema import Data
 from delia.dataset.schema import DATASET_SCHEMAS
+from delia.diverse.samplers import check_installed
 from delia.diverse.schema import DIVERSE_SCHEMAS
 from delia.eval.schema import Eval, Representation, Retention
 from delia.infra.errors import DeliaError
@@ -143,6 +144,7 @@ def validate(cfg: DictConfig) -> None:
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     check_combination(cfg)
     _validate_data_roots(cfg)
+    _samplers_installed(cfg)
     if (
         cfg.schedule.name == "two_stage"
         and diverse_ratio(cfg.diverse) == 0
@@ -150,6 +152,16 @@ def validate(cfg: DictConfig) -> None:
     ):
         raise DeliaError(
             "schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0"
+        )
+
+
+def _samplers_installed(cfg: DictConfig) -> None:
+    """The sampler backends this run will open are installed (the diverse data's, the retention slice's)."""
+    if diverse_ratio(cfg.diverse) > 0:
+        check_installed(str(cfg.diverse.get("sampler", "transformers")), "diverse.sampler")
+    if cfg.retention.enabled or "buffering" in cfg.callbacks:
+        check_installed(
+            str(cfg.retention.sampling.get("sampler", "transformers")), "retention.sampling.sampler"
         )
 
 
@@ -183,7 +195,8 @@ def _validate_data_roots(cfg: DictConfig) -> None:
 
 def validate_steps(cfg: DictConfig, steps_fixed: bool = True) -> None:
     """Once the protocol has set ``trainer.max_steps``: warmup, validation and checkpoints must fall
-    inside the run's steps, and (steps fixed) both DMT stages and every disperse_merge portion get one."""
+    inside the run's steps, and (steps fixed) both DMT stages get steps, as does what a baseline with its
+    own training checks (:class:`delia.baselines.OwnTraining`)."""
     _positive(cfg, "trainer.max_steps")
     steps = int(cfg.trainer.max_steps)
     warmup = cfg.lr_scheduler.get("num_warmup_steps")
@@ -209,10 +222,9 @@ def validate_steps(cfg: DictConfig, steps_fixed: bool = True) -> None:
             f"schedule.stage1_fraction={cfg.schedule.stage1_fraction} leaves one stage without steps at "
             f"trainer.max_steps={steps}; pick a fraction strictly between the two"
         )
-    if cfg.baseline.name == "disperse_merge" and steps < int(cfg.baseline.portions):
-        raise DeliaError(
-            f"trainer.max_steps={steps} < baseline.portions={cfg.baseline.portions}: every portion needs a step"
-        )
+    own = own_training(cfg)
+    if own is not None:
+        own.check_steps(cfg, steps)
 
 
 def refuse_finished_run(run_dir: Path, overwrite: bool, resume: bool | str = False) -> dict[str, Any] | None:

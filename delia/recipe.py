@@ -22,8 +22,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from delia.baselines import prompted_task
-from delia.baselines.disperse_merge import disperse_then_merge
+from delia.baselines import own_training, prompted_task
 from delia.callbacks import build_callbacks, preempted_at
 from delia.callbacks.buffering import BufferingDiagnostics
 from delia.config import refuse_finished_run, validate, validate_steps
@@ -46,6 +45,7 @@ from delia.infra.launch import (
     setup_gpu_pool,
 )
 from delia.infra.security import save_config
+from delia.infra.types import Record, Splits
 from delia.loggers import build_loggers, finish_loggers, log_results
 from delia.model import add_new_tokens, base_model_folder, load_base, model_identity, save_adapter, wrap_peft
 from delia.module import SEEN_KEYS, DeliaModule
@@ -54,7 +54,6 @@ from delia.protocol import apply as apply_length
 from delia.schedule import build_schedule
 
 log = logging.getLogger(__name__)
-Splits = dict[str, list[dict[str, Any]]]
 
 
 @dataclass
@@ -82,8 +81,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if finished is not None:
         log.info("%s already finished (metrics.json): resume=auto skips it", run_dir)
         return finished
-    # disperse_merge keeps a checkpoint per portion (see delia.baselines.disperse_merge)
-    ckpt_path = None if cfg.baseline.name == "disperse_merge" else checkpoint_to_resume(cfg, run_dir)
+    own = own_training(cfg)  # a baseline that keeps its own checkpoints (one per portion) resumes them itself
+    ckpt_path = None if own is not None and own.own_checkpoints else checkpoint_to_resume(cfg, run_dir)
     if not is_launcher_rank():
         return fit_and_evaluate(cfg, run_dir, ckpt_path, length)
     with file_lock(run_dir / ".delia.lock", wait=False, what=f"run dir {run_dir}"):
@@ -143,25 +142,32 @@ def prepare_data(cfg: DictConfig) -> Data:
     )
     # the held-out diverse slice: retention's yardstick and the buffering diagnostics' diverse probe
     wanted = cfg.retention.enabled or "buffering" in cfg.callbacks
-    heldout = retention.heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity) if wanted else []
+    heldout = heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity) if wanted else []
     truncated = drawn.get("truncated", 0) / drawn["drawn"] if drawn.get("drawn") else 0.0
     return Data(model, tokenizer, splits, diverse, heldout, identity, truncated)
 
 
+def heldout_slice(
+    model: Any, tokenizer: Any, cfg: DictConfig, cache_dir: Path, model_id: dict[str, Any]
+) -> list[Record]:
+    """The held-out diverse answers (``retention.*``: sampled once per model into the diverse cache, from
+    queries that training never samples)."""
+    return self_sample(
+        model, tokenizer, cfg.sampling, int(cfg.heldout_size), cache_dir, model_id, heldout=True
+    )
+
+
 def prepare_model(cfg: DictConfig, data: Data) -> tuple[Any, dict[str, int], dict[str, float] | None]:
     """Step 4: the new token and its row, retention of the untuned model, the LoRA wrapper."""
+    description = prior_description(cfg.dataset)
+    token = cfg.dataset.get("special_token")
     new_tokens = add_new_tokens(
-        data.model,
-        data.tokenizer,
-        cfg.dataset.get("special_token"),
-        cfg.token_init.strategy,
-        prior_description(cfg.dataset),
-        cfg.seed,
+        data.model, data.tokenizer, token, cfg.token_init.strategy, description, cfg.seed
     )
     ids = list(new_tokens.values())
     before = retention.before_tuning(data.model, data.tokenizer, data.heldout, cfg, data.identity, ids)
     peft_model = wrap_peft(data.model, cfg.peft, ids, cfg.baseline.train_new_tokens)
-    data.repr_step0 = run_representation(peft_model, data.tokenizer, cfg)  # no randomness drawn
+    data.repr_step0 = run_representation(peft_model, data.tokenizer, cfg, description)  # no randomness drawn
     peft_model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
     return peft_model, new_tokens, before
 
@@ -175,25 +181,17 @@ def train_by_baseline(
     ckpt_path: str | None,
     length: RunLength,
 ) -> tuple[L.Trainer | None, int | None]:
-    """Steps 5-6 as the baseline says: not at all (ctg, dipmt), per portion (disperse_merge), or once."""
+    """Steps 5-6 as the baseline says: not at all (ctg, dipmt), by its own training (registered in
+    :data:`delia.baselines.OWN_TRAINING`, handed the one-fit phase), or by the one fit."""
     if not cfg.baseline.train:
         return None, None
-    if cfg.baseline.name == "disperse_merge":
-        fit_portion = partial(fit, cfg, peft_model, data.tokenizer, diverse=[], loggers=loggers)
-        return disperse_then_merge(cfg, peft_model, data.splits, loggers, run_dir, fit_portion, length)
+    one_fit = partial(fit, cfg, peft_model, data.tokenizer, loggers=loggers)
+    own = own_training(cfg)
+    if own is not None:
+        return own.train(cfg, peft_model, data.splits, loggers, run_dir, one_fit, length)
     ckpt_dir = run_dir / "checkpoints"
-    return fit(
-        cfg,
-        peft_model,
-        data.tokenizer,
-        data.splits,
-        length.steps,
-        ckpt_dir,
-        ckpt_path,
-        length.task_epochs,
-        data.diverse,
-        loggers,
-        data.heldout,
+    return one_fit(
+        data.splits, length.steps, ckpt_dir, ckpt_path, length.task_epochs, data.diverse, heldout=data.heldout
     )
 
 
@@ -206,9 +204,9 @@ def fit(
     ckpt_dir: Path,
     ckpt_path: str | None,
     task_epochs: int | None,
-    diverse: list[dict[str, Any]],
+    diverse: list[Record],
     loggers: list[Any],
-    heldout: list[dict[str, Any]] | None = None,
+    heldout: list[Record] | None = None,
 ) -> tuple[L.Trainer, int | None]:
     """Steps 5-6: train on the downstream examples mixed with the diverse ones, as the schedule says.
 
@@ -216,12 +214,15 @@ def fit(
     Returns the trainer and the step at which a preemption signal stopped it (None: it finished).
     """
     schedule = build_schedule(cfg.schedule)
-    datamodule = build_datamodule(cfg, tokenizer, splits, diverse, schedule, max_steps, task_epochs)
+    eval_records = loss_split(splits)
+    datamodule = build_datamodule(
+        cfg, tokenizer, splits["train"], diverse, eval_records, schedule, max_steps, task_epochs
+    )
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     callbacks = build_callbacks(cfg, ckpt_dir)
     for callback in callbacks:
         if isinstance(callback, BufferingDiagnostics):  # probes that training never sees
-            callback.probe(loss_split(splits), heldout or [], tokenizer, int(cfg.data.max_length))
+            callback.probe(eval_records, heldout or [], tokenizer, int(cfg.data.max_length))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         max_steps=max_steps,
@@ -236,7 +237,7 @@ def fit(
 
 
 def _val_interval(cfg: DictConfig, max_steps: int) -> Any:
-    """The configured validation interval, capped at the batches of a (shorter) disperse_merge portion."""
+    """The configured validation interval, capped at the batches of this fit (a portion may be shorter)."""
     interval = cfg.trainer.get("val_check_interval")
     batches = max_steps * int(cfg.trainer.accumulate_grad_batches)
     return min(interval, batches) if isinstance(interval, int) else interval
@@ -253,7 +254,10 @@ def finish(
     length: RunLength,
 ) -> dict[str, Any]:
     """Step 7: evaluate, measure retention, write samples.json and metrics.json, log, print the table."""
-    results = evaluate(peft_model, data.tokenizer, data.splits, cfg)
+    splits = data.splits
+    results = evaluate(
+        peft_model, data.tokenizer, splits, cfg, loss_split(splits), prior_description(cfg.dataset)
+    )
     metrics = results["metrics"] = with_step0(results["metrics"], data.repr_step0)
     if before is not None:
         metrics.update(retention.after_tuning(peft_model, data.tokenizer, data.heldout, before, cfg))

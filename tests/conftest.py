@@ -14,6 +14,8 @@ from omegaconf import DictConfig, open_dict
 
 from delia.cli import CONF_DIR
 
+REPO = Path(__file__).resolve().parents[1]  # the project root: conf/, notebooks/, delia/
+
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -74,35 +76,3 @@ def tiny_model(session_cache: Path):
     from delia.model import load_base
 
     return load_base(compose_train(TINY).model, session_cache)
-
-
-class Interrupt(Exception):
-    """Raised by a test to stop a sampling run midway, as a kill would."""
-
-
-def assert_a_killed_run_resumes(sampler_class, model, tok, cfg, cache_dir: Path, monkeypatch) -> None:
-    """Stop ``sampler_class``'s stream after 5 replies, rerun: 12 samples, none lost, none twice."""
-    import json
-
-    from delia import diverse as sampling
-
-    real = sampler_class.stream
-
-    def dies_after_five(self, prompts, seeds):
-        for n, item in enumerate(real(self, prompts, seeds)):
-            if n == 5:
-                raise Interrupt
-            yield item
-
-    monkeypatch.setattr(sampler_class, "stream", dies_after_five)
-    with pytest.raises(Interrupt):
-        sampling.self_sample(model, tok, cfg, 12, cache_dir, {"name": "tiny_random"})
-    [folder] = (cache_dir / "diverse").iterdir()
-    first = (folder / "samples.jsonl").read_text().splitlines()
-    assert len(first) == 5  # each reply was cached as it ended
-    monkeypatch.setattr(sampler_class, "stream", real)
-    samples = sampling.self_sample(model, tok, cfg, 12, cache_dir, {"name": "tiny_random"})
-    lines = (folder / "samples.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["i"] for line in lines) == list(range(12))
-    assert lines[:5] == first
-    assert len(samples) == sum(1 for line in lines if json.loads(line)["response"])

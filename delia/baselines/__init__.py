@@ -17,7 +17,9 @@ Three need code of their own, which lives here:
 - ``dipmt`` (Ghazvininejad et al. 2023): dictionary hints for rare source words in every prompt of the
   translation task (built in :mod:`delia.dataset.translation`); no training unless ``baseline.train=true``;
 - ``disperse_merge`` (Fu et al. 2024): the instruction data split into K portions, one LoRA adapter
-  trained per portion, the adapters merged with peft (:func:`portions`, :func:`merge_adapters`).
+  trained per portion, the adapters merged with peft (:func:`portions`, :func:`merge_adapters`). It trains
+  differently, so it registers its own training in :data:`OWN_TRAINING` (:mod:`delia.baselines.training`);
+  the recipe calls what the registry gives it.
 
 ``ablation=no_task_diversification|no_diverse_data`` applies on top of ``baseline=delia`` only.
 :func:`check_combination` refuses what makes no sense before anything heavy starts.
@@ -25,14 +27,14 @@ Three need code of their own, which lives here:
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import get_args
 
 from omegaconf import DictConfig
 
+from delia.baselines import disperse_merge
 from delia.baselines.ctg import with_prior_description
 from delia.baselines.disperse_merge import (
     PORTION_FILE,
-    check_disperse,
     load_portion,
     merge_adapters,
     portion_steps,
@@ -40,16 +42,22 @@ from delia.baselines.disperse_merge import (
     save_portion,
 )
 from delia.baselines.schema import AblationName, BaselineName
+from delia.baselines.training import Fit, OwnTraining
 from delia.dataset import build_splits, prior_description
 from delia.infra.errors import DeliaError
+from delia.infra.types import Splits
 
 __all__ = [
     "ABLATIONS",
     "BASELINES",
+    "OWN_TRAINING",
     "PORTION_FILE",
+    "Fit",
+    "OwnTraining",
     "check_combination",
     "load_portion",
     "merge_adapters",
+    "own_training",
     "portion_steps",
     "portions",
     "prompted_task",
@@ -59,6 +67,13 @@ __all__ = [
 BASELINES = get_args(BaselineName)
 ABLATIONS = get_args(AblationName)
 TOKEN_BASELINES = ("random_token", "mean_embedding", "fact_based")
+# the baselines that do not train through the recipe's one fit: baseline.name -> their own training
+OWN_TRAINING: dict[str, OwnTraining] = {"disperse_merge": disperse_merge.TRAINING}
+
+
+def own_training(cfg: DictConfig) -> OwnTraining | None:
+    """The baseline's own training (None: the recipe's one fit trains it)."""
+    return OWN_TRAINING.get(str(cfg.baseline.name))
 
 
 def check_combination(cfg: DictConfig) -> None:
@@ -90,11 +105,11 @@ def check_combination(cfg: DictConfig) -> None:
         )
     if name == "dmt" and cfg.schedule.name != "two_stage":
         raise DeliaError(f"baseline=dmt needs schedule=two_stage (got schedule={cfg.schedule.name})")
-    if name == "disperse_merge":
-        check_disperse(cfg)
+    if name in OWN_TRAINING:
+        OWN_TRAINING[name].check(cfg)
 
 
-def prompted_task(cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+def prompted_task(cfg: DictConfig) -> Splits:
     """The downstream splits as the baseline prompts them.
 
     ``ctg`` puts the prior description in front of every prompt; ``dipmt`` adds dictionary hints.

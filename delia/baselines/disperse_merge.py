@@ -12,7 +12,7 @@ import copy
 import logging
 import random
 from pathlib import Path
-from typing import Any, Protocol, get_args
+from typing import Any, get_args
 
 import lightning as L
 import torch
@@ -20,33 +20,47 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
 from delia.baselines.schema import Combination
+from delia.baselines.training import Fit, OwnTraining
 from delia.data.mixing import steps_for
 from delia.infra.errors import DeliaError
 from delia.infra.files import atomic_path
+from delia.infra.types import Splits
 from delia.loggers import keep_logged_rows
 from delia.module import SEEN_KEYS
 from delia.protocol import RunLength
 
 log = logging.getLogger(__name__)
-Splits = dict[str, list[dict[str, Any]]]
 PORTION_FILE = "portion_adapter.safetensors"
 # peft's add_weighted_adapter combinations (baseline.combination)
 MERGE_COMBINATIONS = get_args(Combination)
+PRUNING = ("ties", "dare_linear", "dare_ties", "magnitude_prune")  # these read baseline.density
 
 
 def check_disperse(cfg: DictConfig) -> None:
-    """Portions, steps, combination and density that a merge can work with."""
-    k = cfg.baseline.portions
-    if not isinstance(k, int) or k < 2:
-        raise DeliaError(f"baseline.portions={k} must be an integer >= 2 (one adapter per portion)")
-    if cfg.baseline.combination not in MERGE_COMBINATIONS:
+    """What the schema cannot say: the portions must be set, and a pruning merge needs its density.
+
+    (The schema, :class:`delia.baselines.schema.Baseline`, already bounds ``portions`` >= 2, names the
+    combinations and bounds ``density`` in (0, 1].)"""
+    if cfg.baseline.portions is None:
         raise DeliaError(
-            f"baseline.combination={cfg.baseline.combination!r} is unknown: use {', '.join(MERGE_COMBINATIONS)}"
+            "baseline=disperse_merge needs baseline.portions (an integer >= 2, one adapter each)"
         )
-    if cfg.baseline.combination in ("ties", "dare_linear", "dare_ties", "magnitude_prune"):
-        density = cfg.baseline.get("density")
-        if density is None or not 0 < float(density) <= 1:
-            raise DeliaError(f"baseline.density={density} must be in (0, 1] for {cfg.baseline.combination}")
+    if cfg.baseline.combination is None:
+        raise DeliaError(
+            f"baseline=disperse_merge needs baseline.combination: use {', '.join(MERGE_COMBINATIONS)}"
+        )
+    if cfg.baseline.combination in PRUNING and cfg.baseline.get("density") is None:
+        raise DeliaError(
+            f"baseline.density must be set in (0, 1] for baseline.combination={cfg.baseline.combination}"
+        )
+
+
+def check_portion_steps(cfg: DictConfig, steps: int) -> None:
+    """With the steps fixed (compute protocol), every portion needs at least one."""
+    if steps < int(cfg.baseline.portions):
+        raise DeliaError(
+            f"trainer.max_steps={steps} < baseline.portions={cfg.baseline.portions}: every portion needs a step"
+        )
 
 
 def portions(records: list[dict[str, Any]], k: int, seed: int) -> list[list[dict[str, Any]]]:
@@ -121,20 +135,6 @@ def load_portion(peft_model: Any, name: str, folder: Path) -> bool:
     return True
 
 
-class Fit(Protocol):
-    """The recipe's training phase: train ``portion_splits`` for ``steps`` steps, checkpoints in ``ckpt_dir``
-    (``task_epochs``: the exposure protocol's passes over the portion; None: the steps are fixed)."""
-
-    def __call__(
-        self,
-        portion_splits: Splits,
-        steps: int,
-        ckpt_dir: Path,
-        ckpt_path: str | None,
-        task_epochs: int | None,
-    ) -> tuple[L.Trainer, int | None]: ...
-
-
 def disperse_then_merge(
     cfg: DictConfig,
     peft_model: Any,
@@ -171,7 +171,10 @@ def disperse_then_merge(
             keep_logged_rows(loggers)  # each portion counts its steps from 0 again: keep every row
         last = folder / "checkpoints" / "last.ckpt"
         resume = str(last) if cfg.resume and last.is_file() else None
-        trainer, preempted = fit({**splits, "train": part}, steps[j], last.parent, resume, length.task_epochs)
+        # the instruction data alone: Disperse-Then-Merge mixes in no diverse data
+        trainer, preempted = fit(
+            {**splits, "train": part}, steps[j], last.parent, resume, length.task_epochs, []
+        )
         if preempted is not None:
             return trainer, preempted
         for key in SEEN_KEYS:
@@ -187,3 +190,7 @@ def _steps_per_portion(parts: list[list[dict[str, Any]]], length: RunLength) -> 
     if length.task_epochs is None:
         return portion_steps(length.steps, len(parts))
     return [steps_for(length.task_epochs * len(part), length.global_batch) for part in parts]
+
+
+# registered in delia.baselines.OWN_TRAINING; each portion keeps its own checkpoints (see above)
+TRAINING = OwnTraining(disperse_then_merge, check_disperse, check_portion_steps, own_checkpoints=True)

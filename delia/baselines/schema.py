@@ -30,9 +30,7 @@ class Baseline(Closed):
     prior_description_in_prompt: bool = False  # ctg
     dictionary_hints: bool = False  # dipmt
     portions: int | None = Field(default=None, ge=2)  # disperse_merge
-    combination: (
-        Literal["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"] | None
-    ) = None
+    combination: Combination | None = None
     density: float | None = Field(default=None, gt=0, le=1)
 
 

@@ -13,8 +13,10 @@ from delia.infra.files import write_json
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
 def _main(cfg: DictConfig) -> None:
+    from delia.console import setup_console
     from delia.tools.bench import run_bench, table
 
+    setup_console()
     results = run_reporting_errors(run_bench, cfg)
     out = Path(cfg.bench.output)
     write_json(out, results)

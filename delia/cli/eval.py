@@ -33,6 +33,7 @@ def earlier_metrics(run_dir: Path) -> dict[str, Any]:
 
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     from delia.baselines import prompted_task
+    from delia.dataset import loss_split, prior_description
     from delia.eval.evaluate import evaluate, results_table
     from delia.infra.files import write_json
     from delia.model import load_adapter
@@ -41,7 +42,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = run_config(run_dir)
     train_cfg.eval = cfg.eval
     model, tokenizer = load_adapter(run_dir / "adapter", train_cfg.model, train_cfg.paths.cache_dir)
-    results = evaluate(model, tokenizer, prompted_task(train_cfg), train_cfg)
+    splits = prompted_task(train_cfg)
+    description = prior_description(train_cfg.dataset)
+    results = evaluate(model, tokenizer, splits, train_cfg, loss_split(splits), description)
     # what evaluation does not recompute (retention before/after, training counts) is kept
     results["metrics"] = {**earlier_metrics(run_dir), **results["metrics"]}
     write_json(run_dir / "samples.json", results.pop("samples"))

@@ -38,7 +38,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 @report_errors
 def main(argv: Sequence[str] | None = None) -> None:
     """``delia-report SWEEP_DIR [--out DIR]``: print the Markdown report and the files written."""
+    from delia.console import setup_console
+
     args = parse_args(argv)
+    setup_console(standalone=True)
     report = collect(args.sweep_dir)
     if args.metrics:
         report.only_metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]

@@ -125,8 +125,17 @@ def _log_warning(
     logging.getLogger("py.warnings").warning("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
 
 
-def _route_library_logging() -> None:
-    """Lightning and transformers print through their own handlers besides the root's: keep the root's."""
+def _route_library_logging(import_first: bool) -> None:
+    """Lightning and transformers print through their own handlers besides the root's: keep the root's.
+
+    ``import_first``: both are imported here first, so that the handlers they add at import (Lightning)
+    or at their first message (transformers) exist by now and are removed, whenever the entry point
+    imports them; otherwise only what is already imported is routed (an app that does not train).
+    """
+    if import_first:
+        import lightning.pytorch  # noqa: F401
+        import transformers  # noqa: F401
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -137,6 +146,8 @@ def _route_library_logging() -> None:
 
         hf_logging.disable_default_handler()
         hf_logging.enable_propagation()
+        # its own bars (loading and writing weights) follow none of the console's rules (delia.console.progress)
+        hf_logging.disable_progress_bar()
 
 
 def _filter_handlers() -> None:
@@ -153,12 +164,20 @@ def _filter_handlers() -> None:
             handler.addFilter(ShownOnce())
 
 
-def setup_console() -> None:
+def setup_console(standalone: bool = False) -> None:
     """Route the libraries' output through the app's logging; drop what nobody can act on.
 
-    Call it once per job, after Hydra has configured the logging and the libraries are imported.
+    Every entry point calls it once per job, first thing: the Hydra apps after Hydra has configured the
+    logging (``conf/hydra/job_logging/delia.yaml``); an app without Hydra (``delia-report``,
+    ``delia-dashboard``) with ``standalone=True``, which gives the root logger the same console handler
+    and leaves Lightning and transformers unimported.
     """
-    _route_library_logging()
+    if standalone and not logging.getLogger().handlers:
+        handler = ConsoleHandler(sys.stdout)
+        handler.setFormatter(ConsoleFormatter())
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+    _route_library_logging(import_first=not standalone)
     _filter_handlers()
     for text in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(text) + r"\Z")

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from delia.data.mixing import DIVERSE, TASK, PlanItem, rank_shard
 from delia.data.packing import collate_packed
+from delia.data.store import DiverseStore, build_store
 from delia.data.tokenize import IGNORE_INDEX, encode_all
-from delia.dataset import loss_split
-from delia.diverse.store import DiverseStore, build_store
+from delia.infra.types import Record
 from delia.schedule import Schedule
 
 
@@ -213,21 +213,23 @@ class DeliaDataModule(L.LightningDataModule):
 def build_datamodule(
     cfg: DictConfig,
     tokenizer: Any,
-    splits: dict[str, list[dict[str, Any]]],
-    diverse: list[dict[str, Any]],
+    task: list[Record],
+    diverse: list[Record],
+    eval_records: list[Record],
     schedule: Schedule,
     max_steps: int,
     task_epochs: int | None = None,
 ) -> DeliaDataModule:
-    """The data module of ``cfg`` (``data.*``, the seed, the cache) for these splits and diverse records.
+    """The data module of ``cfg`` (``data.*``, the seed, the cache) for these downstream, diverse and
+    validation records (the recipe picks the validation split).
 
     ``task_epochs``: the exposure protocol's passes over the task (None: the compute protocol's plan).
     """
     return DeliaDataModule(
         tokenizer,
-        task_records=splits["train"],
+        task_records=task,
         diverse_records=diverse,
-        eval_records=loss_split(splits),
+        eval_records=eval_records,
         schedule=schedule,
         max_steps=max_steps,
         batch_size=cfg.data.batch_size,

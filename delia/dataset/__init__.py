@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 
 from delia.dataset import chat, sep_format, translation
 from delia.infra.errors import DeliaError
+from delia.infra.types import Splits
 
-Splits = dict[str, list[dict[str, Any]]]
+__all__ = ["BUILDERS", "Splits", "build_splits", "loss_split", "prior_description"]
 # dataset.kind -> the builder of its splits
 BUILDERS: dict[str, Callable[[DictConfig], Splits]] = {
     "sep_format": sep_format.build_splits,

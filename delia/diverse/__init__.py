@@ -6,8 +6,11 @@ sample stays on topic but is in the model's own distribution. Queries without a 
 
 - :mod:`delia.diverse.queries`: the query set, the prompt, the queries held out for retention;
 - :mod:`delia.diverse.cache`: the resumable, checksummed sample cache keyed by every setting;
-- :mod:`delia.diverse.samplers`: the backends (``diverse.sampler``), :mod:`delia.diverse.vllm` among them;
-- :mod:`delia.diverse.store`: the tokenized samples, memory-mapped for training.
+- :mod:`delia.diverse.backend`: what a sampler backend is; :mod:`delia.diverse.samplers`: the registry
+  (``diverse.sampler``) of the backends, :mod:`delia.diverse.torch_engine`, :mod:`delia.diverse.llamacpp`
+  and :mod:`delia.diverse.vllm`.
+
+The tokenized, memory-mapped copy of the samples that training reads is :mod:`delia.data.store`.
 
 A lock keeps two processes from sampling into the same cache at once: the second waits and reuses.
 """
@@ -25,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from delia.console.progress import progress
 from delia.data.tokenize import render
+from delia.diverse.backend import Sampled, Sampler, StreamingSampler
 from delia.diverse.cache import SampleCache, cache_key
 from delia.diverse.queries import (
     RELEASE_SYSTEM_PROMPT,
@@ -35,7 +39,7 @@ from delia.diverse.queries import (
     query_order,
     sampling_prompt,
 )
-from delia.diverse.samplers import Sampled, Sampler, StreamingSampler, make_sampler
+from delia.diverse.samplers import make_sampler
 from delia.diverse.self_queries import self_written_queries
 from delia.infra.errors import DeliaError
 from delia.model.generate import evaluating

@@ -9,7 +9,7 @@ Compute types (``diverse.llamacpp.compute_type``): ``f32``, ``bf16``, ``f16``, `
 with AVX512-BF16 instructions where the CPU has them. ``q4_1`` writes
 the linear layers as Q4_1 and the token embedding as Q8_0, the layout of the embedded
 SmolLM2-135M-Instruct.Q4_1.gguf: since our float32 copy is that file de-quantized, converting it back
-gives the embedded file's own quantized weights, byte for byte (checked in tests/test_sampling_llamacpp.py).
+gives the embedded file's own quantized weights, byte for byte (checked in tests/unit/diverse/test_llamacpp.py).
 Queries/keys are permuted from Hugging Face's rotate-half layout to GGUF's interleaved rotary layout.
 """
 

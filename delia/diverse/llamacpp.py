@@ -35,14 +35,17 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from delia.diverse.backend import EngineSampler
 from delia.diverse.gguf_export import EXPORT_VERSION, export_gguf
-from delia.diverse.samplers import EngineSampler
 from delia.infra.errors import DeliaError
 from delia.infra.files import atomic_folder
 
 log = logging.getLogger(__name__)
 
-FIX = "`pip install llama-cpp-python` (it compiles llama.cpp with gcc and cmake), or set diverse.sampler=transformers"
+FIX = (
+    '`pip install -e ".[llamacpp]"` (the project\'s llamacpp extra: it compiles llama.cpp with gcc and cmake, '
+    "about 20 CPU-minutes once), or set diverse.sampler=torch_engine"
+)
 DEFAULTS = {"compute_type": "f32", "workers": 0, "slots": 16}
 # Quantized weights stay in llama.cpp's plain CPU buffers: its extra buffer types (AMX tiles, repacked
 # layouts) segfault in ggml_backend_amx_mul_mat on CPUs with AMX (llama.cpp issue #20824; here q8_0 and

@@ -1,120 +1,25 @@
-"""Sampler backends (``diverse.sampler``): our own continuous-batching Llama decoder in torch on a CPU
-(:mod:`delia.diverse.torch_engine`, the default), llama.cpp on a CPU (:mod:`delia.diverse.llamacpp`),
-batched transformers ``generate``, or vLLM on a GPU (:mod:`delia.diverse.vllm`).
+"""The sampler registry (``diverse.sampler``): the name of a backend -> the backend, and what of it
+enters the sample cache's key.
 
-Every backend samples the same way: temperature, then top-p, no top-k, min-p or repetition penalty, stop on
-every end-of-turn token of the chat template or at ``max_new_tokens``."""
+The backends: our own continuous-batching Llama decoder in torch on a CPU (:mod:`delia.diverse.torch_engine`,
+the default), llama.cpp on a CPU (:mod:`delia.diverse.llamacpp`, the ``llamacpp`` extra), batched
+transformers ``generate`` (:class:`delia.diverse.backend.TransformersSampler`), or vLLM on a GPU
+(:mod:`delia.diverse.vllm`). Each backend imports :mod:`delia.diverse.backend` only; it is imported here
+when it is chosen, so an engine that is not installed costs nothing until it is asked for.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
-from delia.console.progress import progress
+from delia.diverse.backend import Sampler, TransformersSampler
 from delia.infra.errors import DeliaError
-from delia.model.generate import end_of_turn_ids, finished, generate_new_tokens
-
-Finish = Literal["stop", "length"]
-
-
-@dataclass(frozen=True)
-class Sampled:
-    """One sampled reply and why it ended: ``stop`` (an end-of-turn token) or ``length`` (cut short)."""
-
-    text: str
-    finish: Finish
-
-
-def generate_batch(
-    model: Any, tokenizer: Any, prompts: list[str], cfg: DictConfig, seed: int
-) -> list[Sampled]:
-    """Sample one reply per prompt (left padding, stop at any end-of-turn token)."""
-    torch.manual_seed(seed)
-    new_tokens = generate_new_tokens(
-        model,
-        tokenizer,
-        prompts,
-        do_sample=True,
-        temperature=float(cfg.temperature),
-        top_p=float(cfg.top_p),
-        top_k=0,  # off: unset, transformers would apply its default top-k of 50
-        max_new_tokens=int(cfg.max_new_tokens),
-    )
-    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    ended = finished(new_tokens, end_of_turn_ids(tokenizer))
-    return [Sampled(t.strip(), "stop" if done else "length") for t, done in zip(texts, ended, strict=True)]
-
-
-class Sampler(Protocol):
-    """A backend that answers a batch of chat-templated prompts, one sampled reply each."""
-
-    def generate(self, prompts: list[str], seed: int) -> list[Sampled]: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class StreamingSampler(Protocol):
-    """A backend that batches continuously: it takes every prompt at once and yields each reply as it ends.
-
-    Prompt ``k`` is sampled with its own ``seeds[k]``, so a reply does not depend on the other prompts.
-    """
-
-    def stream(self, prompts: list[str], seeds: list[int]) -> Iterator[tuple[int, Sampled]]: ...
-
-
-class EngineSampler:
-    """A backend whose engine batches continuously: ``engine.run(token ids, seeds, settings)`` yields
-    ``(k, new token ids, stopped at an end-of-turn token)`` as each reply ends. Shared by the engines."""
-
-    def __init__(self, engine: Any, tokenizer: Any, cfg: DictConfig, label: str) -> None:
-        self.engine, self.tokenizer, self.cfg, self.label = engine, tokenizer, cfg, label
-        self.stop_ids = end_of_turn_ids(tokenizer)
-
-    def stream(self, prompts: list[str], seeds: list[int]) -> Iterator[tuple[int, Sampled]]:
-        """Yield ``(k, reply to prompts[k])`` as each reply ends; a progress bar shows tokens a second."""
-        ids = [list(self.tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
-        settings = {
-            "temperature": float(self.cfg.temperature),
-            "top_p": float(self.cfg.top_p),
-            "max_new_tokens": int(self.cfg.max_new_tokens),
-            "stop_ids": self.stop_ids,
-        }
-        start, tokens = time.perf_counter(), 0
-        with progress(total=len(prompts), desc=f"self-sampling ({self.label})", unit="answer") as bar:
-            for k, new, stopped in self.engine.run(ids, seeds, settings):
-                tokens += len(new)
-                bar.update(1)
-                bar.set_postfix_str(f"{tokens / (time.perf_counter() - start):.0f} tok/s")
-                text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-                yield k, Sampled(text, "stop" if stopped else "length")
-
-    def generate(self, prompts: list[str], seed: int) -> list[Sampled]:
-        """One reply per prompt in the order of the prompts; prompt ``k`` is seeded with ``seed + k``."""
-        replies = dict(self.stream(prompts, [seed + k for k in range(len(prompts))]))
-        return [replies[k] for k in range(len(prompts))]
-
-    def close(self) -> None:
-        self.engine.close()
-
-
-class TransformersSampler:
-    """The default backend: batched transformers ``generate`` on the model already loaded."""
-
-    def __init__(self, model: Any, tokenizer: Any, cfg: DictConfig) -> None:
-        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
-
-    def generate(self, prompts: list[str], seed: int) -> list[Sampled]:
-        return generate_batch(self.model, self.tokenizer, prompts, self.cfg, seed)
-
-    def close(self) -> None:
-        """Nothing to free: the model belongs to the caller."""
 
 
 def _vllm_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Source) -> Sampler:
@@ -172,6 +77,22 @@ def make_sampler(
     if name not in SAMPLERS:
         raise DeliaError(f"diverse.sampler={name!r} is unknown: use {' or '.join(SAMPLERS)}")
     return SAMPLERS[name](model, tokenizer, cfg, Source(model_path, cache_dir, model_id))
+
+
+# diverse.sampler -> the module an optional backend needs, and the install command that brings it
+OPTIONAL = {"llamacpp": ("llama_cpp", "llama-cpp-python", 'pip install -e ".[llamacpp]"')}
+
+
+def check_installed(name: str, option: str) -> None:
+    """Refuse, before any work, a backend whose optional package is missing: one line with the pip command."""
+    if name not in OPTIONAL:
+        return
+    module, package, command = OPTIONAL[name]
+    if importlib.util.find_spec(module) is None:
+        raise DeliaError(
+            f"{option}={name} needs {package} (the project's {name} extra, not installed): "
+            f"run `{command}` (it compiles llama.cpp, about 20 CPU-minutes once), or set {option}=torch_engine"
+        )
 
 
 def sampler_identity(cfg: DictConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ longest one ends, and grows its KV cache by concatenation. This decoder:
 
 The layer math is Hugging Face's Llama: RMSNorm in float32, the rotary tables of the model's own rotary
 module, grouped-query attention by torch's ``scaled_dot_product_attention``, SiLU MLP; its logits match the
-model's (tests/test_sampling_torch_engine.py). Sampling settings as the other backends: temperature, then top-p,
+model's (tests/unit/diverse/test_torch_engine.py). Sampling settings as the other backends: temperature, then top-p,
 then a draw from the renormalised nucleus; no top-k, min-p or repetition penalty; a reply ends at any
 end-of-turn token of the chat template or at ``max_new_tokens``.
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from delia.diverse.samplers import EngineSampler
+from delia.diverse.backend import EngineSampler
 from delia.infra.errors import DeliaError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def options(cfg: DictConfig) -> dict[str, Any]:
 
 def resolve_dtype(dtype: str) -> str:
     """``auto``: bfloat16 where oneDNN computes it on this CPU (its samples were not measurably worse, and it
-    was the fastest: README, Self-sampling engines), else float32 (bfloat16 without hardware support is
+    was the fastest: docs/performance.md, Self-sampling engines), else float32 (bfloat16 without hardware support is
     emulated, slower than float32). The resolved dtype is what the cache key holds."""
     if dtype != "auto":
         return dtype

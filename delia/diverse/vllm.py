@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from delia.diverse.samplers import Sampled
+from delia.diverse.backend import Sampled
 from delia.infra.errors import DeliaError
 from delia.model.generate import end_of_turn_ids
 

@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 from delia.console.progress import progress
 from delia.data.datamodule import collate
 from delia.data.tokenize import encode_all, generation_prompt
-from delia.dataset import loss_split, prior_description
 from delia.eval.formats import SEP_FORMAT, ReplyFormat, format_scores, negative_control_rate, reply_format
 from delia.eval.representation import representation_report
+from delia.infra.types import Record, Splits
 from delia.model.generate import end_of_turn_texts, evaluating, generate_new_tokens
 from delia.module import token_losses
 
@@ -75,20 +75,32 @@ def _cut_at_end_of_turn(text: str, stops: list[str]) -> str:
 
 
 def evaluate(
-    model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], cfg: DictConfig
+    model: Any,
+    tokenizer: Any,
+    splits: Splits,
+    cfg: DictConfig,
+    loss_records: list[Record],
+    description: str | None = None,
 ) -> dict[str, Any]:
-    """All metrics of a run. ``splits`` holds ``eval`` and, for the sep_format task, ``heldout``/``negative``."""
+    """All metrics of a run. ``splits`` holds the generated splits (``eval``; for the ``<sep>`` task
+    ``seen_wordings``/``unseen_wordings``/``negative``); ``loss_records``: what ``eval/loss`` is computed
+    on; ``description``: the prior description the new token stands for (None: the task has none)."""
     with evaluating(model):
-        return _evaluate(model, tokenizer, splits, cfg)
+        return _evaluate(model, tokenizer, splits, cfg, loss_records, description)
 
 
 def _evaluate(
-    model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], cfg: DictConfig
+    model: Any,
+    tokenizer: Any,
+    splits: Splits,
+    cfg: DictConfig,
+    loss_records: list[Record],
+    description: str | None,
 ) -> dict[str, Any]:
     metrics: dict[str, Any] = {
-        "eval/loss": eval_loss(model, tokenizer, loss_split(splits), cfg.data.max_length, cfg.eval.batch_size)
+        "eval/loss": eval_loss(model, tokenizer, loss_records, cfg.data.max_length, cfg.eval.batch_size)
     }
-    metrics.update(run_representation(model, tokenizer, cfg))
+    metrics.update(run_representation(model, tokenizer, cfg, description))
     samples: dict[str, list[dict[str, str]]] = {}
     if cfg.eval.generate and cfg.dataset.kind == "translation":
         samples["eval"], scores = translation_eval(model, tokenizer, splits.get("eval", []), cfg)
@@ -160,11 +172,14 @@ def results_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_representation(model: Any, tokenizer: Any, cfg: DictConfig) -> dict[str, float]:
-    """The representation measures of the task's new token now ({} when the task adds none)."""
+def run_representation(
+    model: Any, tokenizer: Any, cfg: DictConfig, description: str | None = None
+) -> dict[str, float]:
+    """The representation measures of the task's new token now ({} when the task adds none);
+    ``description``: the prior description, whose tokens give the description-centroid distances."""
     token = cfg.dataset.get("special_token")
     if not token or not cfg.get("representation"):
         return {}
     layers = list(cfg.representation.layers) if cfg.representation.layers else None
     keywords = list(cfg.representation.keywords)
-    return representation_report(model, tokenizer, token, keywords, layers, prior_description(cfg.dataset))
+    return representation_report(model, tokenizer, token, keywords, layers, description)

@@ -4,7 +4,8 @@ Two yardsticks, each measured before and after tuning, reported as before / afte
 
 - perplexity on a held-out slice of the diverse data: self-sampled answers to queries that training
   never samples (:func:`delia.diverse.queries.is_reserved`), sampled with ``retention.sampling`` so that the
-  slice is the same for every method of a sweep;
+  slice is the same for every method of a sweep (the recipe draws it, :func:`delia.recipe.heldout_slice`,
+  and hands it here);
 - accuracy on a small built-in general-knowledge probe (``delia/resources/knowledge_probe.jsonl``),
   greedy short answers scored by :func:`delia.eval.probe.is_correct`.
 
@@ -23,7 +24,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from delia.data.tokenize import generation_prompt
-from delia.diverse import self_sample
 from delia.eval.evaluate import eval_loss, generate_replies
 from delia.eval.probe import ProbeItem, load_probe, probe_accuracy, probe_messages
 from delia.infra.files import write_json
@@ -31,15 +31,6 @@ from delia.model.generate import evaluating
 
 log = logging.getLogger(__name__)
 KEYS = ("ppl_heldout_diverse", "probe_acc")
-
-
-def heldout_slice(
-    model: Any, tokenizer: Any, cfg: DictConfig, cache_dir: Path, model_id: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """The held-out diverse answers (sampled once per model into the diverse cache)."""
-    return self_sample(
-        model, tokenizer, cfg.sampling, int(cfg.heldout_size), cache_dir, model_id, heldout=True
-    )
 
 
 def measure(

@@ -93,6 +93,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         results["sampling_stopped"] = sampling["stopped"]
         results["sampling_reply_tokens"] = sampling["reply_tokens"]
         results["sampling_workload"] = sampling["workload"]
+        results["sampling_skipped"] = sampling["skipped"]
         results["ratios"].update(sampling_ratios(sampling["tokens_per_s"]))
     if "memory" in wanted:
         results["peak_rss_bytes"] = memory_by_ratio(cfg)
@@ -149,6 +150,8 @@ def table(results: dict[str, Any]) -> str:
         mean_reply = results.get("sampling_reply_tokens", {}).get(name.removeprefix("sample/"))
         reply = f"  (replies {mean_reply:.0f} tokens on average)" if mean_reply is not None else ""
         lines.append(f"{name:<36}{value:10.1f} generated tok/s{reply}")
+    for name, why in results.get("sampling_skipped", {}).items():
+        lines.append(f"{'sample/' + name:<36}{'skipped':>10} ({why})")
     for name, entry in results.get("sampling_logprob", {}).items():
         diff = entry.get("minus_transformers")
         versus = (

@@ -26,8 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from delia.data.tokenize import render
 from delia.diverse import load_queries, query_order, sampling_prompt
+from delia.diverse.backend import Sampled, StreamingSampler
 from delia.diverse.queries import query_for
-from delia.diverse.samplers import Sampled, StreamingSampler, make_sampler
+from delia.diverse.samplers import check_installed, make_sampler
+from delia.infra.errors import DeliaError
 from delia.model import base_model_folder, load_base, model_identity
 from delia.model.generate import end_of_turn_ids
 
@@ -118,11 +120,23 @@ def time_sampling(cfg: DictConfig) -> dict[str, Any]:
     cache_dir = Path(cfg.paths.cache_dir)
     folder = base_model_folder(cfg.model, cache_dir)
     prompts = bench_prompts(cfg, tokenizer)
-    results: dict[str, Any] = {"tokens_per_s": {}, "logprob": {}, "stopped": {}, "reply_tokens": {}}
+    results: dict[str, Any] = {
+        "tokens_per_s": {},
+        "logprob": {},
+        "stopped": {},
+        "reply_tokens": {},
+        "skipped": {},
+    }
     results["workload"] = workload(tokenizer, prompts, int(cfg.bench.sample_max_new_tokens))
     scores: dict[str, list[float]] = {}
     for spec in cfg.bench.samplers:
         name, sample_cfg = sampler_settings(cfg, spec)
+        try:
+            check_installed(str(sample_cfg.sampler), "bench.samplers")
+        except DeliaError as missing:  # an optional backend that is not installed is reported, not timed
+            results["skipped"][name] = str(missing)
+            log.warning("%s: skipped: %s", name, missing)
+            continue
         backend = make_sampler(model, tokenizer, sample_cfg, folder, cache_dir, model_identity(cfg.model))
         try:
             sample_all(backend, prompts[:2], OmegaConf.merge(sample_cfg, {"max_new_tokens": 4}))  # warm up

@@ -108,7 +108,7 @@ def time_ours(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
     }
     schedule = build_schedule(cfg.schedule)
     datamodule = build_datamodule(
-        OmegaConf.merge(cfg, settings), tokenizer, {"train": data.task}, data.diverse, schedule, steps
+        OmegaConf.merge(cfg, settings), tokenizer, data.task, data.diverse, [], schedule, steps
     )
     module = DeliaModule(model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     timer = StepTimer(int(cfg.bench.warmup), flop_counter(model, cfg))

@@ -1,0 +1,64 @@
+"""delia-bench runs on the tiny model and writes its table; its FLOP and token accounting is right.
+
+No timing is asserted here: benchmarks report ratios, tests only check that they are measured.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+
+@pytest.mark.slow
+def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [
+            "delia-bench",
+            *TINY,
+            "bench.steps=2",
+            "bench.memory_ratios=[1,10]",
+            "bench.sample_prompts=4",
+            "bench.sample_max_new_tokens=8",
+            "bench.samplers=[transformers,llamacpp:q8_0]",
+            "bench.matmul_size=256",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "bench.json").read_text())
+    assert set(results["train_tokens_per_s"]) == {
+        "ours",
+        "ours_unpacked",
+        "trl_release",
+        "trl_packing",
+        "hf_trainer",
+    }
+    assert all(v > 0 for v in results["train_tokens_per_s"].values())
+    assert all(
+        len(t["seconds"]) == 2 and all(n > 0 for n in t["tokens"]) for t in results["train_raw"].values()
+    )
+    assert results["mfu"]["mfu"] > 0 and results["mfu"]["matmul_peak_flops_per_s"] > 0
+    assert set(results["sampling_tokens_per_s"]) == {"sample/transformers", "sample/llamacpp_q8_0"}
+    assert all(v > 0 for v in results["sampling_tokens_per_s"].values())
+    check = results["sampling_logprob"]["llamacpp_q8_0"]
+    assert check["mean"] < 0 and check["se_of_difference"] > 0 and "minus_transformers" in check
+    workload = results["sampling_workload"]
+    assert workload["prompts"] == 4 and workload["prompt_tokens_max"] >= workload["prompt_tokens_mean"] > 0
+    assert 0 < results["sampling_reply_tokens"]["transformers"] <= workload["max_new_tokens"] + 1
+    assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}
+    for key in (
+        "train/ours_vs_trl_release",
+        "train/ours_vs_trl_packing",
+        "sample/llamacpp_q8_0_vs_transformers",
+    ):
+        assert results["ratios"][key] > 0
+    assert "train/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
