@@ -115,7 +115,8 @@ class DeliaModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold only the trainable weights
         self._rng_to_restore: torch.Tensor | None = None
         # examples trained on per source (task, diverse) by this rank; not a buffer, which DDP would
-        # overwrite with rank 0's values. Summed over ranks into callback_metrics at the end.
+        # overwrite with rank 0's values. Summed over ranks into callback_metrics at the end; a resumed run
+        # starts from what the checkpoint's steps trained (see on_train_start).
         self.sources_seen = torch.zeros(2, dtype=torch.long)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -142,6 +143,13 @@ class DeliaModule(L.LightningModule):
             seen = self.all_gather(seen).sum(dim=0)
         metrics = self.trainer.callback_metrics
         metrics[SEEN_KEYS[0]], metrics[SEEN_KEYS[1]] = seen.float().cpu()
+
+    def _trained_before(self) -> torch.Tensor:
+        batches = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if batches == 0 or not hasattr(datamodule, "sources_trained"):
+            return torch.zeros(2, dtype=torch.long)
+        return datamodule.sources_trained(batches)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sums, counts = token_losses(self.model, batch)
@@ -171,13 +179,16 @@ class DeliaModule(L.LightningModule):
         trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["delia_rng"] = torch.get_rng_state()
+        checkpoint["delia_sources_seen"] = self.sources_seen.tolist()  # this rank's, for the record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("delia_rng")
 
     def on_train_start(self) -> None:
-        # created here, in the training process: a tensor made in __init__ is shared memory after a spawn
-        self.sources_seen = torch.zeros(2, dtype=torch.long)
+        # created here, in the training process: a tensor made in __init__ is shared memory after a spawn.
+        # A resumed run counts what the checkpoint's steps trained: the rank's plan up to that step (the
+        # plan is seeded and its position is in the checkpoint), exactly what an unbroken run has counted.
+        self.sources_seen = self._trained_before()
         if self._rng_to_restore is not None:  # after all setup, right before the first resumed step
             torch.set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None

@@ -222,7 +222,7 @@ def fit(
     callbacks = build_callbacks(cfg, ckpt_dir)
     for callback in callbacks:
         if isinstance(callback, BufferingDiagnostics):  # probes that training never sees
-            callback.probe(eval_records, heldout or [], tokenizer, int(cfg.data.max_length))
+            callback.probe(task_probe(splits), heldout or [], tokenizer, int(cfg.data.max_length))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         max_steps=max_steps,
@@ -234,6 +234,13 @@ def fit(
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer, preempted_at(callbacks)
+
+
+def task_probe(splits: Splits) -> list[Record]:
+    """The buffering diagnostics' task probe: the same examples for every method of a sweep, held-out
+    facts with held-out wordings (``unseen_wordings``; a task without them: its eval split). Not the
+    ``seen_wordings`` split, whose wordings are each method's own (one wording without diversification)."""
+    return splits.get("unseen_wordings") or loss_split(splits)
 
 
 def _val_interval(cfg: DictConfig, max_steps: int) -> Any:
@@ -262,7 +269,7 @@ def finish(
     if before is not None:
         metrics.update(retention.after_tuning(peft_model, data.tokenizer, data.heldout, before, cfg))
     metrics.update(training_counts(trainer, len(data.splits["train"]), len(data.diverse)))
-    metrics.update(length.as_metrics())
+    metrics.update(protocol_metrics(cfg, length))
     metrics["train/diverse_truncated_share"] = data.truncated_share
     for callback in trainer.callbacks if trainer is not None else []:
         if isinstance(callback, BufferingDiagnostics):
@@ -277,6 +284,18 @@ def finish(
     log_results(loggers, results, samples, trainer.global_step if trainer is not None else 0)
     print_summary(run_dir, metrics, loggers)
     return metrics
+
+
+def protocol_metrics(cfg: DictConfig, length: RunLength) -> dict[str, Any]:
+    """``protocol/*`` of the run: a baseline that trains nothing (ctg, dipmt) ran no step and no pass over
+    the task, whatever the protocol would have given a trained method."""
+    if cfg.baseline.train:
+        return length.as_metrics()
+    return {
+        "protocol/name": length.protocol,
+        "protocol/steps": 0,
+        "protocol/global_batch": length.global_batch,
+    }
 
 
 def training_counts(trainer: L.Trainer | None, n_task: int, n_diverse: int) -> dict[str, int]:

@@ -9,11 +9,25 @@ the callback takes one gradient per example of the trainable parameters (LoRA an
 and logs, for all of them together and per parameter group (``lora``, ``new_token``):
 
 - ``buffer/diverse_cancellation`` = |mean of the diverse gradients| / mean of their norms: 1 when they
-  all point the same way, about 1/sqrt(k) when their directions are random; ``buffer/task_cancellation``
-  the same for the task gradients;
+  all point the same way; ``buffer/task_cancellation`` the same for the task gradients;
 - ``buffer/task_diverse_cos``: the cosine between the mean task and the mean diverse gradient;
 - ``buffer/task_kept``: the share of the mean task gradient's squared norm left after removing its
   component along the mean diverse gradient (1 - cos^2).
+
+Each statistic comes with the value it takes under "no effect", derived from these gradients, and an
+interval (DESIGN.md section 8):
+
+- ``_random``: cancellation of k mutually orthogonal gradients of these norms n_i,
+  sqrt(mean n^2) / (mean n * sqrt(k)) (1/sqrt(k) only when the norms are equal); ``_vs_random`` the
+  measured value over it (about 1: the gradients cancel as much as unrelated directions do);
+- ``_null95``: the 95th percentile of the statistic when each gradient's sign is flipped at random
+  (:data:`NULL_DRAWS` draws; that keeps the norms and the per-example directions and removes any agreement
+  between examples); for the cosine, of its magnitude: how large |cos| gets with no relation at this k;
+- ``_lo``, ``_hi``: a 95% interval from the jackknife over the probe examples (leave one out, +- 1.96 SE);
+- ``buffer/{task,diverse}_norm_mean``, ``_norm_rms``: the per-example gradient norms behind ``_random``.
+
+All of it is computed from the k x k Gram matrices of the gradients (inner products), so a measurement costs
+the gradients and nothing more; the sign flips draw from a generator of their own, never the global one.
 
 The gradients come from ``torch.autograd.grad`` in eval mode: no ``.grad`` is touched, no dropout runs,
 no random number is drawn, so training goes on exactly as without the callback. Off by default: one
@@ -36,22 +50,96 @@ from delia.module import token_losses
 
 log = logging.getLogger(__name__)
 GROUPS = {"lora": "lora_", "new_token": "trainable_tokens"}
+NULL_DRAWS = 2000  # sign-flip draws for the no-effect distributions
+Z95 = 1.959964
 
 
 def cancellation(grads: torch.Tensor) -> float:
     """|mean of the rows| / mean of the row norms (rows: one flattened gradient per example)."""
-    norms = torch.linalg.vector_norm(grads, dim=1)
-    return float(torch.linalg.vector_norm(grads.mean(dim=0)) / norms.mean().clamp(min=1e-30))
+    return _cancellation_from_gram(_gram(grads, grads))
 
 
-def agreement(task: torch.Tensor, diverse: torch.Tensor) -> dict[str, float]:
-    """Cancellation of each set, the cosine of their means, and the task share left off the diverse mean."""
-    task_mean, diverse_mean = task.mean(dim=0), diverse.mean(dim=0)
-    cos = float(torch.nn.functional.cosine_similarity(task_mean, diverse_mean, dim=0, eps=1e-30))
+def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.double() @ b.double().T).cpu()
+
+
+def _cancellation_from_gram(gram: torch.Tensor) -> float:
+    """|mean of the rows| / mean row norm from the rows' Gram matrix."""
+    ones = torch.ones(gram.shape[0], dtype=gram.dtype)
+    mean_norm = gram.diagonal().clamp(min=0).sqrt().mean()
+    return float((ones @ gram @ ones).clamp(min=0).sqrt() / gram.shape[0] / mean_norm.clamp(min=1e-300))
+
+
+def _cos_from_grams(
+    tt: torch.Tensor, dd: torch.Tensor, td: torch.Tensor, s: Any = None, r: Any = None
+) -> float:
+    """The cosine of the two means from the Gram matrices (rows flipped by ``s`` and ``r``)."""
+    s = torch.ones(tt.shape[0], dtype=tt.dtype) if s is None else s
+    r = torch.ones(dd.shape[0], dtype=dd.dtype) if r is None else r
+    denominator = ((s @ tt @ s) * (r @ dd @ r)).clamp(min=1e-300).sqrt()
+    return float((s @ td @ r) / denominator)
+
+
+def _jackknife(left_out: list[float], full: float) -> tuple[float, float]:
+    """A 95% interval around ``full`` from the leave-one-out values of the statistic (+- 1.96 SE)."""
+    values, k = torch.tensor(left_out, dtype=torch.float64), len(left_out)
+    se = float(((k - 1) / k * ((values - values.mean()) ** 2).sum()).sqrt())
+    return full - Z95 * se, full + Z95 * se
+
+
+def _without(k: int, i: int) -> list[int]:
+    return [j for j in range(k) if j != i]
+
+
+def _signs(draws: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2, (draws, k), generator=generator, dtype=torch.float64) * 2 - 1
+
+
+def cancellation_stats(gram: torch.Tensor, name: str, generator: torch.Generator) -> dict[str, float]:
+    """Cancellation with its random-direction value, its sign-flip 95th percentile and its interval."""
+    k = gram.shape[0]
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    measured = _cancellation_from_gram(gram)
+    random = float((norms**2).mean().sqrt() / (norms.mean() * k**0.5).clamp(min=1e-300))
+    signs = _signs(NULL_DRAWS, k, generator)
+    null = ((signs @ gram) * signs).sum(dim=1).clamp(min=0).sqrt() / k / norms.mean().clamp(min=1e-300)
+    left_out = [_cancellation_from_gram(gram[_without(k, i)][:, _without(k, i)]) for i in range(k)]
+    lo, hi = _jackknife(left_out, measured)
     return {
-        "diverse_cancellation": cancellation(diverse),
-        "task_cancellation": cancellation(task),
+        f"{name}_cancellation": measured,
+        f"{name}_cancellation_random": random,
+        f"{name}_cancellation_vs_random": measured / random if random else float("nan"),
+        f"{name}_cancellation_null95": float(null.quantile(0.95)),
+        f"{name}_cancellation_lo": lo,
+        f"{name}_cancellation_hi": hi,
+        f"{name}_norm_mean": float(norms.mean()),
+        f"{name}_norm_rms": float((norms**2).mean().sqrt()),
+    }
+
+
+def agreement(task: torch.Tensor, diverse: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """Cancellation of each set, the cosine of their means, and the task share left off the diverse mean,
+    each with its no-effect value and interval (see the module docstring)."""
+    generator = torch.Generator().manual_seed(seed)
+    tt, dd, td = _gram(task, task), _gram(diverse, diverse), _gram(task, diverse)
+    cos = _cos_from_grams(tt, dd, td)
+    k_t, k_d = tt.shape[0], dd.shape[0]
+    s, r = _signs(NULL_DRAWS, k_t, generator), _signs(NULL_DRAWS, k_d, generator)
+    quad = lambda m, a, b: ((a @ m) * b).sum(dim=1)  # noqa: E731  per draw: a_i^T m b_i
+    null = (quad(td, s, r) / (quad(tt, s, s) * quad(dd, r, r)).clamp(min=1e-300).sqrt()).abs()
+
+    def cos_without(i: int) -> float:  # leave the i-th pair out (a task and a diverse example)
+        t, d = _without(k_t, i % k_t), _without(k_d, i % k_d)
+        return _cos_from_grams(tt[t][:, t], dd[d][:, d], td[t][:, d])
+
+    lo, hi = _jackknife([cos_without(i) for i in range(max(k_t, k_d))], cos)
+    return {
+        **cancellation_stats(dd, "diverse", generator),
+        **cancellation_stats(tt, "task", generator),
         "task_diverse_cos": cos,
+        "task_diverse_cos_null95": float(null.quantile(0.95)),
+        "task_diverse_cos_lo": lo,
+        "task_diverse_cos_hi": hi,
         "task_kept": 1.0 - cos**2,
     }
 

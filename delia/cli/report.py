@@ -27,12 +27,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, default=None, metavar="DIR", help="where to write the report (default: SWEEP_DIR)"
     )
     parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="first score every job's samples.json again with today's format measures (rescored.json)",
+    )
+    parser.add_argument(
         "--metrics",
         default=None,
         metavar="A,B,...",
         help="only these metrics, in this order (default: every metric the jobs report)",
     )
     return parser.parse_args(argv)
+
+
+def rescore(sweep_dir: Path) -> list[Path]:
+    """Re-score every job under ``sweep_dir`` with the tokenizer of the model its first job names."""
+    import os
+
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from delia.infra.errors import DeliaError
+    from delia.model import base_model_folder
+    from delia.tools.rescore import rescore_tree
+
+    configs = sorted(sweep_dir.rglob("config.yaml"))
+    if not configs:
+        raise DeliaError(f"{sweep_dir}: no job (config.yaml) to re-score")
+    model_cfg = OmegaConf.load(configs[0]).model
+    cache_dir = Path(
+        os.environ.get("DELIA_CACHE_DIR") or Path(os.environ.get("DELIA_OUTPUT_ROOT", "outputs")) / "cache"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base_model_folder(model_cfg, cache_dir))
+    return rescore_tree(sweep_dir, tokenizer)
 
 
 @report_errors
@@ -42,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = parse_args(argv)
     setup_console(standalone=True)
+    if args.rescore:
+        print(f"re-scored {len(rescore(args.sweep_dir))} jobs' generations (rescored.json)")
     report = collect(args.sweep_dir)
     if args.metrics:
         report.only_metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]

@@ -190,6 +190,13 @@ class DeliaDataModule(L.LightningDataModule):
         )
         return {"num_workers": self.num_workers, "collate_fn": collate_fn}
 
+    def sources_trained(self, batches: int) -> torch.Tensor:
+        """Examples per source (task, diverse) in this rank's first ``batches`` batches of the plan: what
+        a run that has trained them has seen, on this rank (the counters a resumed run starts from)."""
+        assert self.train_set is not None, "call setup() first"
+        sources = [source for source, _ in self.train_set.plan[: batches * self.batch_size]]
+        return torch.bincount(torch.tensor(sources, dtype=torch.long), minlength=2)[:2]
+
     def _batches_consumed(self) -> int:
         """Batches of this epoch that training has finished (Lightning's progress counter)."""
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer else 0

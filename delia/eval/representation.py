@@ -8,6 +8,12 @@ new token (``<sep>``) and the mean hidden state of the prior description's key w
   ``"The answer uses the {word} format."``;
 - :func:`representation_distances`: L2 and cosine distance per layer between a token and the mean of
   the keywords, as ``{"repr/l2_layer{L}": ..., "repr/cos_layer{L}": ...}``;
+- :func:`representation_report`: those, relative L2 (L2 over the key words' mean norm: *not* scale-free,
+  its divisor barely moves, so it ranks as L2 does), and the scale-free measure the verdict reads,
+  ``repr/pct_layer{L}``: the share of :data:`REFERENCE_WORDS` vocabulary words, each in the same context,
+  that lie closer to the key words' centroid than the new token does (0: nearer than every word; about
+  0.5: as near as a typical word). A rank, so a change of scale of the hidden states does not move it.
+  (Chosen as the verdict's measure, at layer 1, before any run measured it.)
 - :class:`delia.callbacks.representation.RepresentationTracker` logs those distances over training.
 
 ``hidden_states[k]`` is the output of decoder layer ``k``; index 0 is the embedding output (and in
@@ -102,17 +108,20 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
 
 
 @contextmanager
-def _record_layers(model: Any) -> Iterator[dict[int, torch.Tensor]]:
+def _record_layers(model: Any, stop_after: int | None = None) -> Iterator[dict[int, torch.Tensor]]:
     """Record the embedding output (index 0) and each decoder layer's output (index k) by forward hooks.
 
     Hooks of our own rather than ``output_hidden_states``: transformers records those with hooks that
     do not survive pickling (a ddp_spawn rank has none), and it applies the final norm to the last entry.
+    ``stop_after``: raise :class:`_Enough` once that layer has run (the caller catches it).
     """
     recorded: dict[int, torch.Tensor] = {}
 
     def keep(index: int) -> Any:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             recorded[index] = output[0] if isinstance(output, tuple) else output
+            if index == stop_after:
+                raise _Enough
 
         return hook
 
@@ -185,7 +194,58 @@ def representation_distances(
     return layer_distances(source, target)
 
 
-PAPER_LAYERS = (1, 2)  # where the per-keyword and description-context distances are reported
+PAPER_LAYERS = (1, 2)  # where the per-keyword, description-context and percentile measures are reported
+REFERENCE_WORDS = 2048  # vocabulary words the percentile ranks the new token among
+
+
+class _Enough(Exception):
+    """Raised by a forward hook once the deepest layer wanted has run: the rest of the model is skipped."""
+
+
+def reference_words(tokenizer: Any, exclude: set[str], n: int = REFERENCE_WORDS) -> list[str]:
+    """``n`` vocabulary words, evenly spaced in alphabetical order: tokens that are a space and 3 or more
+    ASCII letters (``" json"``), so each reads as a word in the context; ``exclude``d words left out. The
+    same words for every run of a tokenizer."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    marker = re.compile(r"^(?:\u0120|\u2581)([A-Za-z]{3,})$")  # GPT-2's and SentencePiece's word start
+    words = sorted({m.group(1) for t in vocab if t and (m := marker.match(t)) and m.group(1) not in exclude})
+    if len(words) <= n:
+        return words
+    return [words[i * len(words) // n] for i in range(n)]
+
+
+def word_states(
+    model: Any, tokenizer: Any, words: list[str], layers: list[int], context: str, batch_size: int = 256
+) -> dict[int, torch.Tensor]:
+    """:func:`token_hidden_states` for many words at once: per layer a ``(len(words), hidden)`` matrix.
+
+    Batched with right padding (a causal model's states before the padding do not see it); the forward
+    stops after the deepest layer wanted."""
+    spans = [word_span(tokenizer, word, context) for word in words]
+    deepest, device = max(layers), _device(model)
+    rows: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
+    for start in range(0, len(spans), batch_size):
+        chunk = spans[start : start + batch_size]
+        width = max(len(ids) for ids, _, _ in chunk)
+        ids = torch.full((len(chunk), width), int(tokenizer.pad_token_id or 0), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (row, _, _) in enumerate(chunk):
+            ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+        with evaluating(model), torch.no_grad(), _record_layers(model, stop_after=deepest) as hidden:
+            try:
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            except _Enough:
+                pass
+        for k in layers:
+            rows[k] += [hidden[k][i, a:b].float().mean(dim=0).cpu() for i, (_, a, b) in enumerate(chunk)]
+    return {k: torch.stack(rows[k]) for k in layers}
+
+
+def closer_share(token: torch.Tensor, centroid: torch.Tensor, reference: torch.Tensor) -> float:
+    """The share of ``reference`` rows closer (L2) to ``centroid`` than ``token`` is: a rank, scale-free."""
+    mine = torch.linalg.vector_norm(token - centroid)
+    theirs = torch.linalg.vector_norm(reference - centroid, dim=1)
+    return float((theirs < mine).float().mean())
 
 
 def keyword_contexts(description: str, keywords: list[str]) -> dict[str, str]:
@@ -212,11 +272,13 @@ def representation_report(
     layers: list[int] | None = None,
     description: str | None = None,
 ) -> dict[str, float]:
-    """Every representation measure of a run (absolute and scale-free), per layer.
+    """Every representation measure of a run, per layer.
 
     - ``repr/l2_layer{L}``, ``repr/cos_layer{L}``: to the key words' centroid, synthetic context;
-    - ``repr/rel_l2_layer{L}``: that L2 over the key words' mean norm (scale-free: an untrained row with a
-      small norm no longer looks close just because it is short);
+    - ``repr/rel_l2_layer{L}``: relative L2, that L2 over the key words' mean norm (not scale-free: the
+      divisor is nearly the same in every run, so it ranks the runs as L2 does);
+    - ``repr/pct_layer{L}`` (the paper's layers 1 and 2): the scale-free measure, the share of
+      :func:`reference_words` closer to the centroid than the token (:func:`closer_share`);
     - ``repr/l2_layer{L}_{word}``: to each key word (the paper's layers 1 and 2);
     - ``repr/desc_l2_layer{L}``, ``repr/desc_cos_layer{L}``, ``repr/desc_rel_l2_layer{L}``: each key word
       and the token in the description's own line for that word, averaged over the words (layers 1, 2).
@@ -233,6 +295,11 @@ def representation_report(
     for k in paper:
         for word, state in states.items():
             result[f"repr/l2_layer{k}_{word}"] = torch.linalg.vector_norm(source[k] - state[k]).item()
+    if paper:
+        words = reference_words(tokenizer, exclude={w.strip() for w in keywords})
+        reference = word_states(model, tokenizer, words, paper, DEFAULT_CONTEXT)
+        for k in paper:
+            result[f"repr/pct_layer{k}"] = closer_share(source[k], centroid[k], reference[k])
     if description and paper:
         result.update(_description_context(model, tokenizer, token, keywords, paper, description))
     return result

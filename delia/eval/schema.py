@@ -12,7 +12,8 @@ from delia.infra.schema import Closed
 
 class Eval(Closed):
     generate: bool = True
-    max_new_tokens: PositiveInt
+    max_new_tokens: PositiveInt | None = None  # None: from the data (budget_factor x the longest reference)
+    budget_factor: float = Field(default=2.0, ge=1.0)
     batch_size: PositiveInt
     bleurt_checkpoint: str | None = None
     format: Literal["json_keys", "regex"] | None = None

@@ -27,3 +27,16 @@ def test_measuring_changes_nothing_and_reaches_metrics_and_loggers(tiny_run, tmp
     with (measured_dir / "csv" / "metrics.csv").open() as handle:
         logged = [row for row in csv.DictReader(handle) if row.get("buffer/task_diverse_cos")]
     assert len(logged) >= 2  # step 0 and the end
+
+
+def test_two_methods_measure_the_same_probe_and_log_identical_step0_diagnostics(tmp_path: Path) -> None:
+    """DELIA and common_it start from the same model: at step 0 their diagnostics must be equal, which
+    holds only if both use the same task probe (not each method's own training wordings)."""
+    from delia.recipe import train
+
+    step0 = {}
+    for method in ("delia", "common_it"):
+        overrides = [*TINY, f"method={method}", "callbacks=buffering", "callbacks.buffering.k=4"]
+        metrics = train(compose_train([*overrides, "eval.generate=false"], run_dir=tmp_path / method))
+        step0[method] = {k: v for k, v in metrics.items() if k.startswith("buffer/") and k.endswith("_step0")}
+    assert step0["delia"] and step0["delia"] == step0["common_it"]

@@ -75,6 +75,10 @@ def assert_same_result(reference: Path, resumed: Path) -> None:
         assert torch.equal(expected[name], got[name]), name
     metrics = [json.loads((d / "metrics.json").read_text())["metrics"] for d in (reference, resumed)]
     assert metrics[0]["eval/loss"] == metrics[1]["eval/loss"]
+    # what training saw survives the resume: the exposure counters are those of the unbroken run
+    for key in ("train/seen_task_examples", "train/seen_diverse_examples", "protocol/task_exposure"):
+        assert metrics[1][key] == metrics[0][key], key
+    assert metrics[0]["train/seen_task_examples"] > 0
 
 
 def test_sigkill_then_resume_gives_identical_weights_and_metrics(reference: Path, tmp_path: Path) -> None:

@@ -196,9 +196,22 @@ def job_status(path: Path) -> tuple[Status, dict[str, float], str]:
         return "failed", {}, last_error(path / "train.log") or "no metrics.json"
     try:
         payload = json.loads(metrics_file.read_text())
-        return "done", parse_metrics(payload.get("metrics", {})), ""
+        metrics = parse_metrics(payload.get("metrics", {}))
     except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as err:
         return "failed", {}, f"metrics.json unreadable ({err})"
+    return "done", {**metrics, **rescored_metrics(path)}, ""
+
+
+def rescored_metrics(path: Path) -> dict[str, float]:
+    """The format measures of the job's generations scored again with today's measures
+    (``rescored.json``, :mod:`delia.tools.rescore`), which replace those the run wrote."""
+    rescored = path / "rescored.json"
+    if not rescored.is_file():
+        return {}
+    try:
+        return parse_metrics(json.loads(rescored.read_text()).get("metrics", {}))
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        return {}
 
 
 def last_error(log_file: Path) -> str:

@@ -20,6 +20,34 @@ def test_identical_gradients_do_not_cancel_and_random_ones_do() -> None:
         assert cancellation(random) == pytest.approx(k**-0.5, rel=0.1)
 
 
+def test_the_random_baseline_comes_from_the_norms_not_from_one_over_sqrt_k() -> None:
+    """Orthogonal gradients of unequal norms cancel less than 1/sqrt(k): sqrt(mean n^2) / (mean n sqrt(k))."""
+    norms = torch.tensor([1.0, 1.0, 1.0, 10.0])
+    orthogonal = torch.diag(norms)  # four orthogonal rows
+    stats = agreement(orthogonal, orthogonal)
+    expected = float((norms**2).mean().sqrt() / (norms.mean() * 2))
+    assert stats["diverse_cancellation"] == pytest.approx(expected)
+    assert stats["diverse_cancellation_random"] == pytest.approx(expected) and expected > 0.5
+    assert stats["diverse_cancellation_vs_random"] == pytest.approx(1.0)
+    assert stats["diverse_norm_rms"] == pytest.approx(float((norms**2).mean().sqrt()))
+
+
+def test_the_sign_flip_null_and_the_interval_separate_agreement_from_chance() -> None:
+    gen = torch.Generator().manual_seed(1)
+    unrelated = torch.randn(16, 4000, generator=gen)
+    shared = torch.randn(1, 4000, generator=gen) * 3 + torch.randn(16, 4000, generator=gen)
+    noise = agreement(unrelated, torch.randn(16, 4000, generator=gen))
+    agreeing = agreement(shared, shared + torch.randn(16, 4000, generator=gen))
+    # unrelated directions: the measure is within the no-effect spread; agreeing ones are far above it
+    assert noise["diverse_cancellation"] < noise["diverse_cancellation_null95"]
+    assert noise["task_diverse_cos_lo"] < 0 < noise["task_diverse_cos_hi"]
+    assert abs(noise["task_diverse_cos"]) < noise["task_diverse_cos_null95"]
+    assert agreeing["task_cancellation"] > agreeing["task_cancellation_null95"]
+    assert agreeing["task_cancellation_lo"] > agreeing["task_cancellation_random"]
+    assert agreeing["task_diverse_cos_lo"] > agreeing["task_diverse_cos_null95"]
+    assert agreement(unrelated, unrelated, seed=3) == agreement(unrelated, unrelated, seed=3)
+
+
 def test_task_kept_is_what_is_left_off_the_diverse_direction() -> None:
     task = torch.tensor([[3.0, 4.0], [3.0, 4.0]])
     along = agreement(task, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))

@@ -295,3 +295,39 @@ def test_the_report_has_scale_free_per_keyword_and_description_measures(
     for word in KEYWORDS:
         assert report[f"repr/l2_layer1_{word}"] > 0
     assert {"repr/desc_l2_layer1", "repr/desc_cos_layer1", "repr/desc_rel_l2_layer2"} <= set(report)
+
+
+def test_the_percentile_is_a_rank_that_a_change_of_scale_does_not_move() -> None:
+    from delia.eval.representation import closer_share
+
+    reference = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    centroid, token = torch.zeros(2), torch.tensor([0.0, 2.5])  # 2.5 away: two reference rows are closer
+    assert closer_share(token, centroid, reference) == 0.5
+    for scale in (0.01, 7.0):  # hidden states of another scale: L2 moves, the rank does not
+        assert closer_share(scale * token, scale * centroid, scale * reference) == 0.5
+    assert closer_share(centroid, centroid, reference) == 0.0  # on the centroid: nearer than every word
+
+
+def test_batched_word_states_are_the_single_word_states(tiny_model) -> None:
+    from delia.eval.representation import DEFAULT_CONTEXT, reference_words, token_hidden_states, word_states
+
+    model, tok = tiny_model
+    words = reference_words(tok, exclude={"json", "thought"})
+    assert len(words) == 2048 and "json" not in words and len(set(words)) == len(words)
+    picked = words[::300]
+    batched = word_states(model, tok, picked, [1, 2], DEFAULT_CONTEXT, batch_size=3)
+    for i, word in enumerate(picked):
+        alone = token_hidden_states(model, tok, word, [1, 2])
+        for k in (1, 2):
+            torch.testing.assert_close(batched[k][i], alone[k], rtol=1e-4, atol=1e-5)
+
+
+def test_the_report_has_the_percentile_at_the_papers_layers(tiny_model) -> None:
+    from delia.eval.representation import representation_report
+    from delia.model import add_new_tokens
+
+    model, tok = tiny_model
+    add_new_tokens(model, tok, "<sep>", "resize", None, 0)
+    report = representation_report(model, tok, "<sep>", ["json", "thought"], [1, 2])
+    assert {"repr/pct_layer1", "repr/pct_layer2"} <= set(report)
+    assert all(0.0 <= report[f"repr/pct_layer{k}"] <= 1.0 for k in (1, 2))
