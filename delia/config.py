@@ -19,11 +19,13 @@ from pydantic import PositiveInt
 from delia.baselines import check_combination, own_training
 from delia.baselines.schema import Ablation, Baseline
 from delia.callbacks import wanted
-from delia.data.mixing import diverse_ratio
+from delia.data.mixing import diverse_count, diverse_ratio
 from delia.data.schema import Data
 from delia.dataset.schema import DATASET_SCHEMAS
+from delia.diverse.queries import check_enough, load_queries, query_order
 from delia.diverse.samplers import check_installed
 from delia.diverse.schema import DIVERSE_SCHEMAS
+from delia.eval.formats import reply_format
 from delia.eval.schema import Eval, Representation, Retention
 from delia.infra.errors import DeliaError
 from delia.infra.schema import Closed, check, check_target, pick
@@ -140,10 +142,12 @@ def validate(cfg: DictConfig) -> None:
         raise DeliaError("dataset=jsonl needs a file: add dataset.path=/path/to/train.jsonl")
     check_schemas(resolved(cfg))
     _fixed_steps_positive(cfg)
+    _eval_format(cfg)
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     check_combination(cfg)
     _validate_data_roots(cfg)
+    _enough_queries(cfg)
     _samplers_installed(cfg)
     if (
         cfg.schedule.name == "two_stage"
@@ -153,6 +157,29 @@ def validate(cfg: DictConfig) -> None:
         raise DeliaError(
             "schedule=two_stage has nothing to train on in stage 2: set diverse.ratio > 0 or task_fraction_k > 0"
         )
+
+
+def _eval_format(cfg: DictConfig) -> None:
+    """The reply format ``eval.format`` names is built as evaluation will build it (a regex compiled, the
+    json_keys options checked), so that a bad pattern is refused before training, not after it."""
+    kind = cfg.eval.get("format")
+    if kind is None:
+        return
+    if kind == "regex" and not cfg.eval.get("pattern"):
+        raise DeliaError("eval.format=regex needs eval.pattern='<regular expression>' (quoted)")
+    reply_format(cfg.eval)
+
+
+def _enough_queries(cfg: DictConfig) -> None:
+    """A query set (built-in or a file) holds a distinct training query per diverse sample, unless
+    ``diverse.allow_repeats=true``; checked here where the task's size is exact (the <sep> task's
+    ``train_size``), otherwise when the samples are drawn. ``diverse.queries=self`` never runs out."""
+    ratio = diverse_ratio(cfg.diverse)
+    if ratio == 0 or cfg.diverse.queries == "self" or cfg.dataset.kind != "sep_format":
+        return
+    n = diverse_count(int(cfg.dataset.train_size), ratio)
+    order = query_order(load_queries(str(cfg.diverse.queries)), int(cfg.diverse.seed), heldout=False)
+    check_enough(n, order, bool(cfg.diverse.get("allow_repeats", False)))
 
 
 def _samplers_installed(cfg: DictConfig) -> None:
@@ -186,7 +213,7 @@ def _validate_data_roots(cfg: DictConfig) -> None:
     if not roots:
         return
     files = {"dataset.path": cfg.dataset.get("path"), "dataset.eval_path": cfg.dataset.get("eval_path")}
-    if cfg.diverse.get("queries") not in (None, "builtin"):
+    if cfg.diverse.get("queries") not in (None, "builtin", "self"):  # a file, not a built-in set
         files["diverse.queries"] = cfg.diverse.queries
     for option, path in files.items():
         if path and not OmegaConf.is_missing(cfg, option):

@@ -44,6 +44,7 @@ from delia.infra.launch import (
     refuse_relaunch_in_multirun,
     setup_gpu_pool,
 )
+from delia.infra.precision import apply_precision
 from delia.infra.security import save_config
 from delia.infra.types import Record, Splits
 from delia.loggers import build_loggers, finish_loggers, log_results
@@ -72,9 +73,11 @@ class Data:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run DELIA (or a baseline, by config) and return the metrics."""
+    precision = apply_precision(cfg)  # trainer.precision=auto -> what this machine computes natively
     validate(cfg)
     refuse_relaunch_in_multirun(cfg, hydra_mode())
     setup_gpu_pool(cfg)
+    log.info("training precision: %s (trainer.precision)", precision)
     length = resolve_length(cfg)
     run_dir = Path(cfg.paths.run_dir)
     finished = refuse_finished_run(run_dir, cfg.overwrite, cfg.resume)
@@ -278,9 +281,13 @@ def finish(
         metrics["protocol/task_exposure"] = metrics[SEEN_KEYS[0]] / metrics["train/downstream_examples"]
     samples = results.pop("samples")
     write_json(run_dir / "samples.json", samples)
-    write_json(
-        run_dir / "metrics.json", {**results, "baseline": cfg.baseline.name, "ablation": cfg.ablation.name}
-    )
+    metrics["train/bf16"] = float("bf16" in str(cfg.trainer.precision))  # 1: trained in bfloat16 (mixed)
+    labels = {
+        "baseline": cfg.baseline.name,
+        "ablation": cfg.ablation.name,
+        "precision": cfg.trainer.precision,
+    }
+    write_json(run_dir / "metrics.json", {**results, **labels})
     log_results(loggers, results, samples, trainer.global_step if trainer is not None else 0)
     print_summary(run_dir, metrics, loggers)
     return metrics

@@ -1,5 +1,11 @@
 """The callbacks (conf/callbacks/): checkpoints, checkpoint-and-stop on preemption, the representation
-tracker, the learning-rate monitor."""
+tracker, the learning-rate monitor; and, whatever the group says, the protocol check.
+
+Guarantees: a configured callback that cannot work in this run is not built (the representation
+tracker without a new token, the learning-rate monitor without a logger to write to); every fit the
+protocol planned starts with :class:`~delia.callbacks.protocol_check.ProtocolCheck`, which refuses in
+one line a trainer or a data set that is not the one the step count was computed for.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +18,40 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from delia.callbacks.preemption import PreemptionCheckpoint
+from delia.callbacks.protocol_check import ProtocolCheck
 from delia.callbacks.representation import RepresentationTracker
 from delia.console.progress import StepProgressBar
 from delia.dataset import prior_description
 
 
-def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
-    """A callback entry with a target; the representation tracker only when the task adds a token."""
-    target = str(conf.get("_target_", ""))
-    return bool(target) and not (
-        target.endswith("RepresentationTracker") and not cfg["dataset"].get("special_token")
+def has_logger(cfg: Mapping[str, Any]) -> bool:
+    """Whether the config builds at least one logger (an entry of ``logger`` with a target)."""
+    return any(
+        isinstance(conf, Mapping) and "_target_" in conf for conf in (cfg.get("logger") or {}).values()
     )
 
 
+def wanted(conf: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
+    """A callback entry with a target; the representation tracker only when the task adds a token, the
+    learning-rate monitor only when there is a logger (Lightning refuses it without one)."""
+    target = str(conf.get("_target_", ""))
+    if target.endswith("RepresentationTracker"):
+        return bool(cfg["dataset"].get("special_token"))
+    if target.endswith("LearningRateMonitor"):
+        return has_logger(cfg)
+    return bool(target)
+
+
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[Any]:
-    """The configured callbacks; checkpoints go to ``ckpt_dir`` (a disperse_merge portion has its own)."""
+    """The configured callbacks; checkpoints go to ``ckpt_dir`` (a disperse_merge portion has its own).
+
+    The protocol check comes first when the protocol has planned this run (``protocol.assumed``, written by
+    :func:`delia.protocol.apply`)."""
     callbacks = [instantiate(conf) for conf in cfg.callbacks.values() if wanted(conf, cfg)]
+    assumed = cfg.protocol.get("assumed")
+    if assumed is not None:
+        read = {key: cfg.trainer.get(key) for key in ("accelerator", "devices", "num_nodes")}
+        callbacks.insert(0, ProtocolCheck(assumed, read))
     if cfg.trainer.get("enable_progress_bar", True):  # step x of max_steps for the whole run
         portion = ckpt_dir.parent.name if ckpt_dir.parent.parent.name == "portions" else None
         callbacks.append(StepProgressBar("training" if portion is None else f"training portion {portion}"))

@@ -1,8 +1,15 @@
-"""Shared command-line plumbing: one-line errors inside Hydra apps."""
+"""Shared command-line plumbing: one-line errors inside Hydra apps.
+
+Before Hydra runs, :func:`checked_argv` refuses in one line (exit status 2) an override that Hydra's own
+grammar cannot parse, a group option that does not exist and a key the config does not have; each line
+names the override and the fix.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import logging
 import sys
 from collections.abc import Callable
@@ -23,6 +30,49 @@ def group_options(conf_dir: str = CONF_DIR) -> dict[str, list[str]]:
     """Config groups and their options, read from ``conf/``."""
     root = Path(conf_dir)
     return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in root.iterdir() if d.is_dir()}
+
+
+def hydra_overrides(argv: list[str]) -> list[str]:
+    """The overrides among ``argv`` as Hydra's own argument parser reads them (flags such as ``-m`` or
+    ``--cfg job`` left out); none when Hydra would answer the command line itself (``--version``)."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:
+        return []
+    return [str(arg) for arg in args.overrides]
+
+
+def unparsable_override(argv: list[str]) -> str | None:
+    """The first override that Hydra's override grammar cannot parse, as a one-line error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in hydra_overrides(argv):
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            return f"cannot parse the override {arg!r} ({_grammar_problem(err)}): {_quoting_fix(arg)}"
+    return None
+
+
+def _grammar_problem(err: Exception) -> str:
+    """Hydra's reason, without its preamble and its link."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Error parsing override", "See https://"))]
+    return (reasons or lines or ["not key=value"])[0]
+
+
+def _quoting_fix(arg: str) -> str:
+    """Quote the value (the shell keeps inner quotes inside outer ones of the other kind)."""
+    key, sep, value = arg.partition("=")
+    if not sep:
+        return "an override is key=value"
+    quoted = f"'{key}=\"{value}\"'" if "'" in value else f"\"{key}='{value}'\""
+    return f"quote the value, as in {quoted} (see https://hydra.cc/docs/advanced/override_grammar/basic/)"
 
 
 def unknown_group_option(argv: list[str], conf_dir: str = CONF_DIR) -> str | None:
@@ -78,11 +128,12 @@ def _compose(config_name: str, overrides: list[str], conf_dir: str) -> DictConfi
 
 
 def checked_argv(hydra_main: Callable[[], T], config_name: str = "train") -> Callable[[], T]:
-    """Refuse an unknown group option or option key in one line before Hydra composes anything."""
+    """Refuse an override Hydra cannot parse, an unknown group option or an unknown option key in one
+    line (exit status 2) before Hydra composes anything."""
 
     def main() -> T:
         argv = sys.argv[1:]
-        problem = unknown_group_option(argv) or unknown_key(argv, config_name)
+        problem = unparsable_override(argv) or unknown_group_option(argv) or unknown_key(argv, config_name)
         if problem:
             exit_with_error(problem)
         return hydra_main()

@@ -37,6 +37,7 @@ from delia.diverse.queries import (
     load_queries,
     query_for,
     query_order,
+    repeats,
     sampling_prompt,
 )
 from delia.diverse.samplers import make_sampler
@@ -72,7 +73,10 @@ def self_sample(
         return []
     queries = _queries(model, tokenizer, cfg, n, cache_dir, model_id)
     order = query_order(queries, int(cfg.seed), heldout)
-    check_enough(n, order, bool(cfg.get("allow_repeats", False)), "held-out" if heldout else "training")
+    part = "held-out" if heldout else "training"
+    check_enough(n, order, bool(cfg.get("allow_repeats", False)), part)
+    if n > len(order):  # diverse.allow_repeats=true: say how often each query is asked
+        log.info("diverse.allow_repeats=true: %s", repeats(n, len(order), part))
     cache = SampleCache(cache_dir / "diverse" / cache_key(model_id, queries, cfg, heldout))
     with cache.locked():
         meta = {

@@ -3,6 +3,9 @@
 Query sets: ``builtin`` (1,170 queries of 18 kinds, 657 with a reference answer), a JSONL file, or
 ``self`` (the model writes them itself: :mod:`delia.diverse.self_queries`). The general-knowledge
 probe's questions are always left out, so that retention does not measure what training saw.
+More samples than distinct queries are refused in one line naming the fixes, unless
+``diverse.allow_repeats=true``: the queries then cycle in their seeded order, and the run's log says how
+often each is asked (:func:`repeats`).
 """
 
 from __future__ import annotations
@@ -106,3 +109,10 @@ def check_enough(n: int, order: list[int], allow_repeats: bool, part: str = "tra
             f"diverse.ratio, use diverse.queries=self (the model writes its own), or allow repeated queries "
             f"with diverse.allow_repeats=true"
         )
+
+
+def repeats(n: int, distinct: int, part: str = "training") -> str:
+    """How often each query is asked when ``n`` samples cycle through ``distinct`` queries."""
+    low, high = n // distinct, -(-n // distinct)
+    times = f"{low}" if low == high else f"{low} or {high}"
+    return f"{n} diverse samples from {distinct} distinct {part} queries: each query is asked {times} times"

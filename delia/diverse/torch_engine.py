@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 
 from delia.diverse.backend import EngineSampler
 from delia.infra.errors import DeliaError
+from delia.infra.precision import cpu_computes_bfloat16
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,9 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 def onednn_bfloat16() -> bool:
-    """Whether this torch can pack bfloat16 weights for oneDNN's matmul on this CPU."""
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
+    """Whether this torch can pack bfloat16 weights for oneDNN's matmul on this CPU (the same detection
+    as ``trainer.precision=auto``)."""
+    return cpu_computes_bfloat16()
 
 
 @dataclass(frozen=True)

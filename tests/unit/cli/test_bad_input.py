@@ -52,6 +52,13 @@ def write_inputs(root: Path) -> None:
         )
         + "\n",
         "queries.jsonl": '{"query": "fine"}\n{"prompt": "no query"}\n',
+        "good.jsonl": "".join(
+            json.dumps(
+                {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+            )
+            + "\n"
+            for i in range(12)
+        ),
     }
     for name, text in files.items():
         (root / name).write_text(text)
@@ -160,7 +167,24 @@ CASES = {
         [*J, "dataset.path=long.jsonl", "paths.data_roots=[roots]"],
         r"dataset.path=long.jsonl is outside the allowed data roots",
     ),
+    "override Hydra cannot parse": (
+        ["optimizer.lr=[1e-3"],
+        r"cannot parse the override 'optimizer\.lr=\[1e-3' \(.*\): quote the value, as in \"optimizer\.lr='\[1e-3'\"",
+    ),
+    "eval pattern that is not a regular expression": (
+        [*J, "dataset.path=good.jsonl", "eval.format=regex", "eval.pattern='[unclosed'"],
+        r"eval\.pattern='\[unclosed' is not a regular expression",
+    ),
+    "more diverse samples than distinct queries": (
+        ["diverse.ratio=200", "dataset.train_size=8"],
+        r"1600 diverse samples need 1600 distinct training queries.*diverse\.queries=self.*diverse\.allow_repeats=true",
+    ),
 }
+# refused by the config checks: the run dir gets no config, checkpoint or adapter
+BEFORE_ANY_WORK = (
+    "eval pattern that is not a regular expression",
+    "more diverse samples than distinct queries",
+)
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +211,14 @@ def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProc
     )
 
 
+def run_dir_of(kind: str) -> str:
+    return f"runs/{kind.replace(' ', '_')}"
+
+
 def case_args(kind: str) -> list[str]:
     args, _ = CASES[kind]
     run_dir = (
-        []
-        if any(a.startswith("hydra.run.dir") for a in args)
-        else [f"hydra.run.dir=runs/{kind.replace(' ', '_')}"]
+        [] if any(a.startswith("hydra.run.dir") for a in args) else [f"hydra.run.dir={run_dir_of(kind)}"]
     )
     flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) go before the overrides
     return [*flags, *TINY, *(a for a in args if a not in flags), *run_dir]
@@ -234,6 +260,15 @@ def test_at_least_twenty_kinds() -> None:
 @pytest.mark.parametrize("kind", list(CASES))
 def test_bad_input_gets_one_line_and_nonzero_exit(kind: str, answers: dict) -> None:
     assert_one_line_error(answers[kind], CASES[kind][1])
+
+
+@pytest.mark.parametrize("kind", BEFORE_ANY_WORK)
+def test_an_option_is_refused_before_any_work(kind: str, inputs: Path, answers: dict) -> None:
+    assert answers[kind].returncode == 2
+    run_dir = inputs / run_dir_of(kind)
+    assert not [
+        p.name for p in (run_dir / n for n in ("config.yaml", "checkpoints", "adapter")) if p.exists()
+    ]
 
 
 def test_the_console_script_itself_answers_in_one_line(inputs: Path) -> None:
