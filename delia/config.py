@@ -122,8 +122,10 @@ def check_schemas(values: dict[str, Any]) -> None:
     for group, (schemas, key) in CHOSEN_BY.items():
         pick(schemas, values.get(group), key, group)
     trainer = values.get("trainer")
-    if isinstance(trainer, dict) and trainer.get("max_steps") is None:  # null: the protocol derives it
-        values = {**values, "trainer": {k: v for k, v in trainer.items() if k != "max_steps"}}
+    if isinstance(trainer, dict):  # values the recipe resolves itself before Lightning sees them
+        derived = {"max_steps": None, "precision": "auto"}  # the protocol's steps; delia.infra.precision
+        kept = {k: v for k, v in trainer.items() if k not in derived or v != derived[k]}
+        values = {**values, "trainer": kept}
     for group in TARGETS:
         check_target(values.get(group), group)
     for name, node in (values.get("logger") or {}).items():

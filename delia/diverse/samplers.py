@@ -3,8 +3,9 @@ enters the sample cache's key.
 
 The backends: our own continuous-batching Llama decoder in torch on a CPU (:mod:`delia.diverse.torch_engine`,
 the default), llama.cpp on a CPU (:mod:`delia.diverse.llamacpp`, the ``llamacpp`` extra), batched
-transformers ``generate`` (:class:`delia.diverse.backend.TransformersSampler`), or vLLM on a GPU
-(:mod:`delia.diverse.vllm`). Each backend imports :mod:`delia.diverse.backend` only; it is imported here
+transformers ``generate`` (:class:`delia.diverse.backend.TransformersSampler`), vLLM on a GPU
+(:mod:`delia.diverse.vllm`), or OpenVINO GenAI on a GGUF file (:mod:`delia.diverse.openvino`, the
+``openvino`` extra). Each backend imports :mod:`delia.diverse.backend` only; it is imported here
 when it is chosen, so an engine that is not installed costs nothing until it is asked for.
 """
 
@@ -40,6 +41,12 @@ def _llamacpp_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Sourc
     return LlamaCppSampler(model, tokenizer, cfg, source.cache_dir, source.model_id)
 
 
+def _openvino_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Source) -> Sampler:
+    from delia.diverse.openvino import OpenVinoSampler
+
+    return OpenVinoSampler(tokenizer, cfg)
+
+
 def _torch_engine_sampler(model: Any, tokenizer: Any, cfg: DictConfig, source: Source) -> Sampler:
     from delia.diverse.torch_engine import TorchEngineSampler
 
@@ -58,6 +65,7 @@ class Source:
 # diverse.sampler -> the backend's constructor
 SAMPLERS: dict[str, Callable[[Any, Any, DictConfig, Source], Sampler]] = {
     "llamacpp": _llamacpp_sampler,
+    "openvino": _openvino_sampler,
     "torch_engine": _torch_engine_sampler,
     "transformers": lambda model, tokenizer, cfg, source: TransformersSampler(model, tokenizer, cfg),
     "vllm": _vllm_sampler,
@@ -80,7 +88,10 @@ def make_sampler(
 
 
 # diverse.sampler -> the module an optional backend needs, and the install command that brings it
-OPTIONAL = {"llamacpp": ("llama_cpp", "llama-cpp-python", 'pip install -e ".[llamacpp]"')}
+OPTIONAL = {
+    "llamacpp": ("llama_cpp", "llama-cpp-python", 'pip install -e ".[llamacpp]"'),
+    "openvino": ("openvino_genai", "openvino-genai", 'pip install -e ".[openvino]"'),
+}
 
 
 def check_installed(name: str, option: str) -> None:
@@ -91,7 +102,7 @@ def check_installed(name: str, option: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise DeliaError(
             f"{option}={name} needs {package} (the project's {name} extra, not installed): "
-            f"run `{command}` (it compiles llama.cpp, about 20 CPU-minutes once), or set {option}=torch_engine"
+            f"run `{command}`, or set {option}=torch_engine"
         )
 
 
@@ -111,4 +122,9 @@ def sampler_identity(cfg: DictConfig) -> dict[str, Any]:
         return {"sampler": name, "dtype": options(cfg)["dtype"], "engine": ENGINE_VERSION}
     if name == "vllm":
         return {"sampler": name, "dtype": str((cfg.get("vllm") or {}).get("dtype", "auto"))}
+    if name == "openvino":  # it samples that file's weights, not the model's
+        from delia.diverse.openvino import options
+
+        gguf = options(cfg)["gguf"]
+        return {"sampler": name, "gguf": gguf.name, "bytes": gguf.stat().st_size}
     return {"sampler": name}

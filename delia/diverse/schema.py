@@ -21,6 +21,11 @@ class LlamaCppOptions(Closed):
     slots: PositiveInt = 16
 
 
+class OpenVinoOptions(Closed):
+    gguf: str | None = None  # the GGUF file OpenVINO GenAI samples (delia/diverse/openvino.py)
+    max_num_seqs: PositiveInt = 64
+
+
 class TorchEngineOptions(Closed):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     slots: PositiveInt = 64
@@ -48,10 +53,11 @@ class SelfSample(Closed):
     max_new_tokens: PositiveInt
     batch_size: PositiveInt
     seed: int
-    sampler: Literal["llamacpp", "torch_engine", "transformers", "vllm"]
+    sampler: Literal["llamacpp", "torch_engine", "transformers", "vllm", "openvino"]
     vllm: VllmOptions
     llamacpp: LlamaCppOptions
     torch_engine: TorchEngineOptions
+    openvino: OpenVinoOptions = Field(default_factory=OpenVinoOptions)
 
 
 DIVERSE_SCHEMAS = {"self_sample": SelfSample, "none": SelfSample}
