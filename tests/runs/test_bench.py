@@ -21,7 +21,11 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
         [
             "delia-bench",
             *TINY,
-            "bench.steps=2",
+            "bench.steps=1",
+            "bench.rounds=2",
+            "bench.recipes=[ours,trl_release]",  # the other peers run the same way (unit tests time none)
+            "bench.mixed_rows=8",
+            "bench.mixed_max_length=64",
             "bench.memory_ratios=[1,10]",
             "bench.sample_prompts=4",
             "bench.sample_max_new_tokens=8",
@@ -35,18 +39,25 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "bench.json").read_text())
-    assert set(results["train_tokens_per_s"]) == {
-        "ours",
-        "ours_unpacked",
-        "trl_release",
-        "trl_packing",
-        "hf_trainer",
-    }
-    assert all(v > 0 for v in results["train_tokens_per_s"].values())
-    assert all(
-        len(t["seconds"]) == 2 and all(n > 0 for n in t["tokens"]) for t in results["train_raw"].values()
-    )
-    assert results["mfu"]["mfu"] > 0 and results["mfu"]["matmul_peak_flops_per_s"] > 0
+    recipes = {"ours", "trl_release"}
+    assert set(results["train"]) == {"task", "mixed"}
+    for workload in ("task", "mixed"):
+        assert set(results["train"][workload]) == {"32-true", "bf16-mixed"}
+        for precision in ("32-true", "bf16-mixed"):
+            cells = results["train"][workload][precision]
+            assert set(cells) == recipes
+            assert all(
+                len(c["per_round"]) == 2 and c["min"] <= c["median"] <= c["max"] for c in cells.values()
+            )
+            assert all(
+                len(t["seconds"]) == 1 and t["tokens"][0] > 0 for c in cells.values() for t in c["raw"]
+            )
+            ratio = results["train_ratios"][f"{workload}/{precision}/ours_vs_trl_release"]
+            assert ratio["median"] > 0 and ratio["ranking"]
+            mfu = results["mfu"][f"{workload}/{precision}"]
+            assert mfu["median"] > 0 and mfu["dtype"] == (
+                "bfloat16" if precision == "bf16-mixed" else "float32"
+            )
     assert set(results["sampling_tokens_per_s"]) == {"sample/transformers", "sample/llamacpp_q8_0"}
     assert all(v > 0 for v in results["sampling_tokens_per_s"].values())
     check = results["sampling_logprob"]["llamacpp_q8_0"]
@@ -55,10 +66,5 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     assert workload["prompts"] == 4 and workload["prompt_tokens_max"] >= workload["prompt_tokens_mean"] > 0
     assert 0 < results["sampling_reply_tokens"]["transformers"] <= workload["max_new_tokens"] + 1
     assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}
-    for key in (
-        "train/ours_vs_trl_release",
-        "train/ours_vs_trl_packing",
-        "sample/llamacpp_q8_0_vs_transformers",
-    ):
-        assert results["ratios"][key] > 0
-    assert "train/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
+    assert results["ratios"]["sample/llamacpp_q8_0_vs_transformers"] > 0
+    assert "train/task/32-true/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout

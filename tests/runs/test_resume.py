@@ -55,11 +55,24 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same run, never interrupted."""
-    run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
-    finish(start(run_dir))
-    return run_dir
+def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same run, never interrupted, per precision (built when a test first asks for it)."""
+    return {}
+
+
+def uninterrupted(
+    references: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, precision: str
+) -> Path:
+    if precision not in references:
+        run_dir = tmp_path_factory.mktemp("resume") / f"uninterrupted_{precision}"
+        finish(start(run_dir, f"trainer.precision={precision}"))
+        references[precision] = run_dir
+    return references[precision]
+
+
+@pytest.fixture
+def reference(references: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return uninterrupted(references, tmp_path_factory, "32-true")
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, last: Path, step: int) -> None:
@@ -81,9 +94,14 @@ def assert_same_result(reference: Path, resumed: Path) -> None:
     assert metrics[0]["train/seen_task_examples"] > 0
 
 
-def test_sigkill_then_resume_gives_identical_weights_and_metrics(reference: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_sigkill_then_resume_gives_identical_weights_and_metrics(
+    references: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, precision: str
+) -> None:
+    """In float32 and in bfloat16 mixed precision (autocast; weights and optimizer state in float32)."""
+    reference = uninterrupted(references, tmp_path_factory, precision)
     killed = tmp_path / "killed"
-    proc = start(killed)
+    proc = start(killed, f"trainer.precision={precision}")
     last = killed / "checkpoints" / "last.ckpt"
     wait_for_checkpoint(proc, last, 6)
     proc.send_signal(signal.SIGKILL)
@@ -92,7 +110,7 @@ def test_sigkill_then_resume_gives_identical_weights_and_metrics(reference: Path
     assert 6 <= step_at_kill < 14, "the kill did not land mid-training"
     assert not (killed / "metrics.json").exists()
 
-    out = finish(start(killed, "resume=true"))
+    out = finish(start(killed, "resume=true", f"trainer.precision={precision}"))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out
 
     assert_same_result(reference, killed)

@@ -71,9 +71,11 @@ def step_flops(
     return float(dense + attention)
 
 
-def matmul_peak(size: int, repeats: int = 5) -> float:
-    """Peak FLOP/s of a plain float32 square matmul on this machine, now (best of ``repeats``)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak(size: int, repeats: int = 5, dtype: str = "float32") -> float:
+    """Peak FLOP/s of a plain square matmul in ``dtype`` (float32 or bfloat16) on this machine, now (best
+    of ``repeats``): the denominator of the MFU of a run in that precision."""
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size).to(kind), torch.randn(size, size).to(kind)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):

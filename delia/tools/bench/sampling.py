@@ -48,10 +48,16 @@ def bench_prompts(cfg: DictConfig, tokenizer: Any) -> list[str]:
 
 
 def sampler_settings(cfg: DictConfig, spec: str) -> tuple[str, DictConfig]:
-    """``llamacpp:q4_1`` -> (``llamacpp_q4_1``, the diverse config with that sampler and compute type)."""
+    """``llamacpp:q4_1`` -> (``llamacpp_q4_1``, the diverse config with that sampler and compute type).
+
+    ``openvino`` samples the model's own GGUF file (a model loaded from one, such as the embedded one)."""
     name, _, compute = str(spec).partition(":")
     override: dict[str, Any] = {"sampler": name, "max_new_tokens": int(cfg.bench.sample_max_new_tokens)}
-    if compute:
+    if name == "openvino" and cfg.model.get("source") == "gguf_package":
+        from delia.model.sources import gguf_location
+
+        override["openvino"] = {"gguf": str(gguf_location(cfg.model))}
+    elif compute:
         override[name] = {"compute_type" if name == "llamacpp" else "dtype": compute}
     return name + (f"_{compute}" if compute else ""), OmegaConf.merge(cfg.diverse, override)
 

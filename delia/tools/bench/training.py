@@ -1,5 +1,9 @@
 """Timed training steps: ours (packed and unpacked) and the peers (TRL as the release set it up, TRL with
-packing, a plain transformers Trainer), on the same examples."""
+packing, a plain transformers Trainer), on the same examples, in the precision asked.
+
+Two workloads: ``task`` (delia-train's own data: the downstream split and the self-sampled diverse
+answers; a user's file through ``dataset=jsonl``) and ``mixed`` (:func:`mixed_workload`: chat rows the
+bench writes itself, replies of 20 to 320 words, so that padding and packing matter as on real data)."""
 
 from __future__ import annotations
 
@@ -68,6 +72,31 @@ def fresh_model(cfg: DictConfig) -> tuple[Any, Any]:
     return peft_model, tokenizer
 
 
+MIXED_WORDS = (
+    "the model answers each question with a short explanation of the reason and an example that shows "
+    "how the idea applies in practice while the reader follows every step of the argument to its end"
+).split()
+
+
+def mixed_workload(cfg: DictConfig) -> BenchData:
+    """``bench.mixed_rows`` chat rows: a question from the built-in query set, a reply of 20 to 320 words
+    (uniform, seeded) drawn from a fixed word list; all downstream, no diverse part (the peers see the
+    same rows). Its sequences are cut at ``bench.mixed_max_length`` tokens by every recipe."""
+    from delia.diverse import load_queries
+
+    rng = random.Random(f"{cfg.seed}/mixed")
+    queries = load_queries("builtin")
+    rows = []
+    for i in range(int(cfg.bench.mixed_rows)):
+        words = [rng.choice(MIXED_WORDS) for _ in range(rng.randint(20, 320))]
+        reply = " ".join(words).capitalize() + "."
+        question = queries[i % len(queries)]["query"]
+        rows.append(
+            {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]}
+        )
+    return BenchData(rows, [])
+
+
 def mixed_examples(data: BenchData, seed: int) -> list[dict[str, Any]]:
     """The release's data layout: downstream and diverse records concatenated and shuffled once."""
     records = list(data.task) + list(data.diverse)
@@ -99,7 +128,7 @@ class StepTimer(L.Callback):
             self.timing.flops.append(self.cost(self._lengths, self._labels))
 
 
-def time_ours(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
+def time_ours(cfg: DictConfig, data: BenchData, packing: bool, precision: str = "32-true") -> Timing:
     model, tokenizer = fresh_model(cfg)
     steps = int(cfg.bench.warmup) + int(cfg.bench.steps)
     settings = {
@@ -116,7 +145,7 @@ def time_ours(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
         accelerator=cfg.trainer.accelerator,
         devices=1,
         max_steps=steps,
-        precision=cfg.trainer.precision,
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -165,8 +194,9 @@ def step_timer_callback(timing: Timing, counter: CountingCollator, warmup: int) 
     return HFStepTimer()
 
 
-def training_arguments(cfg: DictConfig, output_dir: str, **extra: Any) -> dict[str, Any]:
-    """The settings every peer shares with delia-train (float32: bf16 is emulated on this CPU)."""
+def training_arguments(cfg: DictConfig, output_dir: str, precision: str, **extra: Any) -> dict[str, Any]:
+    """The settings every peer shares with delia-train, in the same precision as ours (``bf16-mixed``:
+    transformers' ``bf16`` autocast; ``32-true``: float32)."""
     return {
         "output_dir": output_dir,
         "per_device_train_batch_size": int(cfg.data.batch_size),
@@ -177,7 +207,7 @@ def training_arguments(cfg: DictConfig, output_dir: str, **extra: Any) -> dict[s
         "lr_scheduler_type": "constant_with_warmup",
         "warmup_steps": 0,
         "max_grad_norm": float(cfg.trainer.gradient_clip_val or 0.0),
-        "bf16": False,
+        "bf16": precision.startswith("bf16"),
         "fp16": False,
         "gradient_checkpointing": bool(cfg.model.get("gradient_checkpointing", False)),
         "logging_steps": 10_000,
@@ -191,7 +221,7 @@ def training_arguments(cfg: DictConfig, output_dir: str, **extra: Any) -> dict[s
     }
 
 
-def time_trl(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
+def time_trl(cfg: DictConfig, data: BenchData, packing: bool, precision: str = "32-true") -> Timing:
     """TRL SFTTrainer: the release's concatenated, shuffled prompt/completion mix (loss on the completion)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -209,7 +239,7 @@ def time_trl(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
             else {"packing": False, "padding_free": False}
         )
         args = SFTConfig(
-            **training_arguments(cfg, tmp),
+            **training_arguments(cfg, tmp, precision),
             max_length=int(cfg.data.max_length),
             completion_only_loss=True,
             dataset_num_proc=None,
@@ -225,7 +255,7 @@ def time_trl(cfg: DictConfig, data: BenchData, packing: bool) -> Timing:
     return timing
 
 
-def time_hf_trainer(cfg: DictConfig, data: BenchData) -> Timing:
+def time_hf_trainer(cfg: DictConfig, data: BenchData, precision: str = "32-true") -> Timing:
     """A plain transformers Trainer on our tokenized, shuffled mix, padded per batch (model's own loss)."""
 
     from transformers import Trainer, TrainingArguments
@@ -237,8 +267,22 @@ def time_hf_trainer(cfg: DictConfig, data: BenchData) -> Timing:
     counter = CountingCollator(partial(collate, pad_id=tokenizer.pad_token_id), drop=("source",))
     timing = Timing()
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(**training_arguments(cfg, tmp), remove_unused_columns=False)
+        args = TrainingArguments(**training_arguments(cfg, tmp, precision), remove_unused_columns=False)
         trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=counter)
         trainer.add_callback(step_timer_callback(timing, counter, int(cfg.bench.warmup)))
         trainer.train()
     return timing
+
+
+# bench.recipes -> how each is timed (same examples, LoRA, batch, length, learning rate and precision)
+RECIPES: dict[str, Any] = {
+    "ours": partial(time_ours, packing=True),
+    "ours_unpacked": partial(time_ours, packing=False),
+    "trl_release": partial(time_trl, packing=False),
+    "trl_packing": partial(time_trl, packing=True),
+    "hf_trainer": time_hf_trainer,
+}
+
+
+def time_recipe(name: str, cfg: DictConfig, data: BenchData, precision: str) -> Timing:
+    return RECIPES[name](cfg, data, precision=precision)

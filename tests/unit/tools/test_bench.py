@@ -6,10 +6,13 @@ No timing is asserted here: benchmarks report ratios, tests only check that they
 from __future__ import annotations
 
 import torch
+from omegaconf import OmegaConf
 
 from delia.data.datamodule import collate
 from delia.data.packing import collate_packed
 from delia.tools import bench
+from delia.tools.bench import rounds
+from delia.tools.bench.flops import Timing
 
 
 def _items(lengths: list[int]) -> list[dict]:
@@ -47,11 +50,46 @@ def test_counting_collator_counts_input_tokens_and_drops_keys() -> None:
     assert counter.tokens == [10] and "source" not in batch and batch["input_ids"].shape == (2, 6)
 
 
-def test_ratios_are_ours_over_each_peer() -> None:
-    assert bench.ratios({"ours": 300.0, "trl_release": 100.0, "hf_trainer": 150.0}) == {
-        "train/ours_vs_trl_release": 3.0,
-        "train/ours_vs_hf_trainer": 2.0,
+def _timing(tokens_per_s: float, flops_per_s: float = 1.0) -> Timing:
+    return Timing(seconds=[1.0], tokens=[int(tokens_per_s)], flops=[flops_per_s])
+
+
+def test_ratios_are_taken_per_round_and_ranked_only_when_every_round_agrees(monkeypatch) -> None:
+    monkeypatch.setattr(
+        rounds, "matmul_peak", lambda size, dtype="float32": 10.0 if dtype == "float32" else 20.0
+    )
+    cfg = OmegaConf.create({"bench": {"precisions": ["32-true", "bf16-mixed"], "matmul_size": 8}})
+    timings = {
+        ("task", "32-true", "ours"): [_timing(300, 5.0), _timing(200, 4.0), _timing(310, 6.0)],
+        ("task", "32-true", "trl_release"): [_timing(100), _timing(100), _timing(100)],
+        ("task", "32-true", "hf_trainer"): [_timing(250), _timing(250), _timing(250)],
+        ("task", "bf16-mixed", "ours"): [_timing(600, 8.0), _timing(400, 8.0), _timing(620, 8.0)],
     }
+    out = rounds.summarise(timings, cfg)
+    release = out["train_ratios"]["task/32-true/ours_vs_trl_release"]
+    assert release["per_round"] == [3.0, 2.0, 3.1] and release["median"] == 3.0
+    assert release["ranking"] == "ahead"
+    trainer = out["train_ratios"]["task/32-true/ours_vs_hf_trainer"]  # 1.2, 0.8, 1.24: the rounds disagree
+    assert trainer["min"] < 1 < trainer["max"] and trainer["ranking"].startswith("not a ranking")
+    assert out["train_ratios"]["task/ours_bf16_vs_ours_fp32"]["per_round"] == [2.0, 2.0, 2.0]
+    assert out["train"]["task"]["32-true"]["ours"]["median"] == 300.0
+    assert out["mfu"]["task/32-true"]["per_round"] == [0.5, 0.4, 0.6]  # against the float32 peak
+    assert out["mfu"]["task/bf16-mixed"]["median"] == 0.4  # against the bfloat16 peak
+
+
+def test_the_mixed_workload_has_replies_of_20_to_320_words() -> None:
+    from delia.tools.bench.training import mixed_workload
+
+    cfg = OmegaConf.create({"seed": 1, "bench": {"mixed_rows": 60}})
+    data = mixed_workload(cfg)
+    lengths = [len(r["messages"][-1]["content"].split()) for r in data.task]
+    assert (
+        len(lengths) == 60
+        and min(lengths) >= 20
+        and max(lengths) <= 320
+        and max(lengths) - min(lengths) > 150
+    )
+    assert mixed_workload(cfg).task == data.task and not data.diverse
 
 
 def test_the_vocabulary_projection_counts_only_at_label_positions() -> None:
@@ -65,3 +103,15 @@ def test_peak_rss_is_this_process_peak() -> None:
 
     peak = bench.peak_rss_bytes()
     assert 0 < peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 * 1.01
+
+
+def test_every_recipe_trains_and_counts_its_useful_tokens(session_cache) -> None:
+    from delia.tools.bench.training import RECIPES, mixed_workload, time_recipe
+    from tests.conftest import TINY, compose_train
+
+    cfg = compose_train([*TINY, "bench.steps=1", "bench.warmup=0", "bench.mixed_rows=6"], name="bench")
+    cfg.data.max_length = 64
+    data = mixed_workload(cfg)
+    for name in RECIPES:
+        timing = time_recipe(name, cfg, data, "32-true")
+        assert len(timing.seconds) == 1 and timing.tokens[0] > 0, name
