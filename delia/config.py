@@ -22,6 +22,8 @@ from delia.callbacks import wanted
 from delia.data.mixing import diverse_count, diverse_ratio
 from delia.data.schema import Data
 from delia.dataset.schema import DATASET_SCHEMAS
+from delia.dataset.wordings import check_options as check_wordings
+from delia.dataset.wordings.schema import Wordings
 from delia.diverse.queries import check_enough, load_queries, query_order
 from delia.diverse.samplers import check_installed
 from delia.diverse.schema import DIVERSE_SCHEMAS
@@ -76,6 +78,7 @@ OWN_SCHEMAS: dict[str, type[Closed]] = {
     "paths": Paths,
     "launcher": Launcher,
     "protocol": ProtocolConfig,
+    "wordings": Wordings,
 }
 CHOSEN_BY: dict[str, tuple[dict[str, type[Closed]], str]] = {
     "model": (MODEL_SCHEMAS, "source"),
@@ -145,6 +148,7 @@ def validate(cfg: DictConfig) -> None:
     check_schemas(resolved(cfg))
     _fixed_steps_positive(cfg)
     _eval_format(cfg)
+    check_wordings(cfg)  # conf/wordings/ and dataset.instruction beyond their types
     if cfg.token_init.strategy == "description" and cfg.dataset.kind != "sep_format":
         raise DeliaError("token_init=description needs a task with a prior description (dataset=sep_format)")
     check_combination(cfg)

@@ -31,6 +31,7 @@ from delia.data.datamodule import build_datamodule
 from delia.data.mixing import diverse_count, diverse_ratio
 from delia.data.tokenize import encode_all
 from delia.dataset import loss_split, prior_description
+from delia.dataset.wordings import Runtime, WordingReport, apply_wordings
 from delia.diverse import self_sample
 from delia.eval import retention
 from delia.eval.evaluate import evaluate, run_representation
@@ -69,6 +70,7 @@ class Data:
     identity: dict[str, Any]
     truncated_share: float  # of the diverse samples drawn, the share cut by max_new_tokens
     repr_step0: dict[str, float] = field(default_factory=dict)  # before training, set by prepare_model
+    wordings: WordingReport | None = None  # the wording pool applied (conf/wordings/); None: the task's own
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -131,6 +133,10 @@ def prepare_data(cfg: DictConfig) -> Data:
     cache_dir = Path(cfg.paths.cache_dir)
     model, tokenizer = load_base(cfg.model, cache_dir)
     splits = prompted_task(cfg)
+    # --- anisotropic diversification from a wording pool (conf/wordings/), once the model is loaded (it may
+    # paraphrase); wordings=none leaves the splits as they are
+    splits, wordings = apply_wordings(cfg, splits, Runtime(model, tokenizer, cfg.model, cache_dir))
+    # ---
     # a bad downstream example (e.g. longer than data.max_length) names its file and line before any
     # sampling or measuring starts
     encode_all(tokenizer, splits["train"], cfg.data.max_length, cfg.data.on_overlength, "downstream data")
@@ -147,7 +153,7 @@ def prepare_data(cfg: DictConfig) -> Data:
     wanted = cfg.retention.enabled or "buffering" in cfg.callbacks
     heldout = heldout_slice(model, tokenizer, cfg.retention, cache_dir, identity) if wanted else []
     truncated = drawn.get("truncated", 0) / drawn["drawn"] if drawn.get("drawn") else 0.0
-    return Data(model, tokenizer, splits, diverse, heldout, identity, truncated)
+    return Data(model, tokenizer, splits, diverse, heldout, identity, truncated, wordings=wordings)
 
 
 def heldout_slice(
@@ -274,6 +280,11 @@ def finish(
     metrics.update(training_counts(trainer, len(data.splits["train"]), len(data.diverse)))
     metrics.update(protocol_metrics(cfg, length))
     metrics["train/diverse_truncated_share"] = data.truncated_share
+    # --- the wording pool's measures (wordings/*), and the pool itself beside metrics.json
+    if data.wordings is not None:
+        metrics.update(data.wordings.metrics)
+        write_json(run_dir / "wordings.json", data.wordings.as_json())
+    # ---
     for callback in trainer.callbacks if trainer is not None else []:
         if isinstance(callback, BufferingDiagnostics):
             metrics.update(callback.summary())

@@ -44,6 +44,7 @@ from delia.baselines.disperse_merge import (
 from delia.baselines.schema import AblationName, BaselineName
 from delia.baselines.training import Fit, OwnTraining
 from delia.dataset import build_splits, prior_description
+from delia.dataset.wordings import check_rows
 from delia.infra.errors import DeliaError
 from delia.infra.types import Splits
 
@@ -107,6 +108,9 @@ def check_combination(cfg: DictConfig) -> None:
         raise DeliaError(f"baseline=dmt needs schedule=two_stage (got schedule={cfg.schedule.name})")
     if name in OWN_TRAINING:
         OWN_TRAINING[name].check(cfg)
+    # chat data: a pool or a fixed wording needs the instruction found, and an ablation that would train
+    # what DELIA trains is refused (reads the rows only when the run rewrites instructions)
+    check_rows(cfg)
 
 
 def prompted_task(cfg: DictConfig) -> Splits:

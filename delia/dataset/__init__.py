@@ -2,7 +2,8 @@
 
 Each builder turns ``dataset.*`` into splits of chat records (``messages`` plus what the metrics need);
 ``dataset.kind`` picks the builder. The row -> messages transform lives here; tokenization does not
-(:mod:`delia.data.tokenize`).
+(:mod:`delia.data.tokenize`). Where the instructions' wordings come from beyond a task's own (conf/wordings/):
+:mod:`delia.dataset.wordings`, applied by the recipe once the model is loaded.
 """
 
 from __future__ import annotations

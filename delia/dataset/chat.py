@@ -7,6 +7,8 @@ Layouts (``dataset.format``), with ``dataset.columns`` mapping the field names:
 A row may name its split in the ``dataset.columns.split`` field: ``train``, ``eval``, ``unseen_wordings``
 (instructions worded as training never words them) or ``negative`` (a negative control: "do NOT use the
 format", no reply needed); rows without it are split into train and eval by ``eval_fraction``.
+Where a column holds the row's instruction (the ``instruction`` layout, or ``dataset.instruction.column``)
+its text is kept as ``instruction_text``, for the wording pool (delia/dataset/wordings/).
 Local ``.jsonl``/``.json`` files are read line by line so that an error names the file and line; other
 files (``.csv``, ``.parquet``) and any other name go through ``datasets.load_dataset``.
 """
@@ -116,6 +118,15 @@ def _rows(path: str, split: str, max_line_bytes: int) -> Iterator[tuple[str, dic
         yield f"{path}[{index}]", dict(row)
 
 
+def instruction_text(row: dict[str, Any], cfg: DictConfig) -> str | None:
+    """The row's instruction where a column holds it (the ``instruction`` layout's instruction column, or
+    ``dataset.instruction.column``), for the wording pool (delia/dataset/wordings/); else None."""
+    options = cfg.get("instruction") or {}
+    column = cfg.columns.instruction if cfg.format == "instruction" else options.get("column")
+    value = row.get(column) if column else None
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def _split_of(row: dict[str, Any], cfg: DictConfig, origin: str) -> str | None:
     column = cfg.columns.get("split") or "split"
     tag = row.get(column)
@@ -131,7 +142,9 @@ def load_records(path: str, cfg: DictConfig) -> list[dict[str, Any]]:
     for origin, row in _rows(path, cfg.split, int(cfg.get("max_line_bytes", MAX_LINE_BYTES))):
         split = _split_of(row, cfg, origin)
         messages = row_to_messages(row, cfg.format, cfg.columns, origin, reply=split != "negative")
-        records.append({"messages": messages, "origin": origin, **({"split": split} if split else {})})
+        record = {"messages": messages, "origin": origin, **({"split": split} if split else {})}
+        text = instruction_text(row, cfg)
+        records.append({**record, "instruction_text": text} if text else record)
     if not records:
         raise DeliaError(f"dataset.path={path}: the dataset is empty; it needs at least one example")
     return records

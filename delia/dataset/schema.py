@@ -18,7 +18,14 @@ class _Dataset(Closed):
     special_token: str | None = None
 
 
-class SepFormat(_Dataset):
+class _Worded(_Dataset):
+    """What a wording of the pool (conf/wordings/) must keep and must not say."""
+
+    required: list[str] = Field(default_factory=list)  # besides the special token: e.g. the label words
+    forbidden: list[str] = Field(default_factory=list)  # e.g. the prior description's words
+
+
+class SepFormat(_Worded):
     """The built-in ``<sep>`` task (delia/dataset/sep_format.py)."""
 
     kind: Literal["sep_format"]
@@ -44,7 +51,16 @@ class Columns(Closed):
     split: str = "split"
 
 
-class Chat(_Dataset):
+class InstructionOptions(Closed):
+    """Where the instruction is in a chat dataset's user turn (one of them; none set: found automatically)."""
+
+    pattern: str | None = None  # named groups (?P<instruction>...) and (?P<data>...)
+    column: str | None = None
+    sentence: str | None = None
+    min_share: float = Field(default=0.5, gt=0, le=1)
+
+
+class Chat(_Worded):
     """Any chat dataset (delia/dataset/chat.py)."""
 
     kind: Literal["chat"]
@@ -56,9 +72,11 @@ class Chat(_Dataset):
     columns: Columns
     train_size: PositiveInt | None = None
     eval_size: PositiveInt | None = None
-    # set by the baselines (common_it: false); a chat dataset keeps the wordings its rows have
+    # set by the baselines (common_it: false): one fixed wording for every row (delia/dataset/wordings/)
     diversify_instructions: bool = True
     max_line_bytes: PositiveInt
+    instruction: InstructionOptions = InstructionOptions()
+    negative_instruction: str | None = None  # renders the eval rows as a negative control split
 
 
 class Translation(_Dataset):

@@ -23,7 +23,8 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
             *TINY,
             "bench.steps=1",
             "bench.rounds=2",
-            "bench.recipes=[ours,trl_release]",  # the other peers run the same way (unit tests time none)
+            "bench.recipes=[ours,trl_release]",  # every recipe trains: tests/unit/tools/test_bench.py
+            "bench.workloads=[mixed]",  # the task workload is the sampling part's data below
             "bench.mixed_rows=8",
             "bench.mixed_max_length=64",
             "bench.memory_ratios=[1,10]",
@@ -40,8 +41,8 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "bench.json").read_text())
     recipes = {"ours", "trl_release"}
-    assert set(results["train"]) == {"task", "mixed"}
-    for workload in ("task", "mixed"):
+    assert set(results["train"]) == {"mixed"}
+    for workload in ("mixed",):
         assert set(results["train"][workload]) == {"32-true", "bf16-mixed"}
         for precision in ("32-true", "bf16-mixed"):
             cells = results["train"][workload][precision]
