@@ -34,6 +34,7 @@ def earlier_metrics(run_dir: Path) -> dict[str, Any]:
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     from delia.baselines import prompted_task
     from delia.dataset import loss_split, prior_description
+    from delia.dataset.wordings import Runtime, apply_wordings
     from delia.eval.evaluate import evaluate, results_table
     from delia.infra.files import write_json
     from delia.model import load_adapter
@@ -43,6 +44,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     train_cfg.eval = cfg.eval
     model, tokenizer = load_adapter(run_dir / "adapter", train_cfg.model, train_cfg.paths.cache_dir)
     splits = prompted_task(train_cfg)
+    # the run's wording pool, as it trained (model-written wordings come from the cache that run filled)
+    cache_dir = Path(train_cfg.paths.cache_dir)
+    splits, _ = apply_wordings(train_cfg, splits, Runtime(model, tokenizer, train_cfg.model, cache_dir))
     description = prior_description(train_cfg.dataset)
     results = evaluate(model, tokenizer, splits, train_cfg, loss_split(splits), description)
     # what evaluation does not recompute (retention before/after, training counts) is kept

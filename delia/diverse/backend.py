@@ -77,6 +77,7 @@ class EngineSampler:
 
     def __init__(self, engine: Any, tokenizer: Any, cfg: DictConfig, label: str) -> None:
         self.engine, self.tokenizer, self.cfg, self.label = engine, tokenizer, cfg, label
+        self.what = "self-sampling"  # the progress bar's name for the work (a caller may say "paraphrasing")
         self.stop_ids = end_of_turn_ids(tokenizer)
 
     def stream(self, prompts: list[str], seeds: list[int]) -> Iterator[tuple[int, Sampled]]:
@@ -89,7 +90,7 @@ class EngineSampler:
             "stop_ids": self.stop_ids,
         }
         start, tokens = time.perf_counter(), 0
-        with progress(total=len(prompts), desc=f"self-sampling ({self.label})", unit="answer") as bar:
+        with progress(total=len(prompts), desc=f"{self.what} ({self.label})", unit="answer") as bar:
             for k, new, stopped in self.engine.run(ids, seeds, settings):
                 tokens += len(new)
                 bar.update(1)

@@ -192,6 +192,8 @@ def _sample(
     with contextlib.closing(
         make_sampler(model, tokenizer, cfg, folder, runtime.cache_dir, identity)
     ) as backend:
+        if hasattr(backend, "what"):
+            backend.what = "paraphrasing"
         if isinstance(backend, StreamingSampler):
             seeds = [reply_seed(int(cfg.seed), t, i) for t, i in missing]
             for k, reply in backend.stream(rendered, seeds):
