@@ -11,6 +11,7 @@ records. Messages and warnings that the user cannot act on are dropped by their 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -132,6 +133,8 @@ def _route_library_logging(import_first: bool) -> None:
     or at their first message (transformers) exist by now and are removed, whenever the entry point
     imports them; otherwise only what is already imported is routed (an app that does not train).
     """
+    # datasets' own bars (TRL's preprocessing in delia-bench) follow none of the console's rules either
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if import_first:
         import lightning.pytorch  # noqa: F401
         import transformers  # noqa: F401

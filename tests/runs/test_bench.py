@@ -68,4 +68,4 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     assert 0 < results["sampling_reply_tokens"]["transformers"] <= workload["max_new_tokens"] + 1
     assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}
     assert results["ratios"]["sample/llamacpp_q8_0_vs_transformers"] > 0
-    assert "train/task/32-true/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
+    assert "train/mixed/32-true/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout

@@ -209,7 +209,7 @@ def training_arguments(cfg: DictConfig, output_dir: str, precision: str, **extra
         "max_grad_norm": float(cfg.trainer.gradient_clip_val or 0.0),
         "bf16": precision.startswith("bf16"),
         "fp16": False,
-        "gradient_checkpointing": bool(cfg.model.get("gradient_checkpointing", False)),
+        "activation_checkpointing": bool(cfg.model.get("gradient_checkpointing", False)),
         "logging_steps": 10_000,
         "save_strategy": "no",
         "report_to": [],
