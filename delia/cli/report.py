@@ -37,6 +37,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="A,B,...",
         help="only these metrics, in this order (default: every metric the jobs report)",
     )
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="METHOD",
+        help="also paired.md/.csv: every other method minus METHOD at the same seed, with a 95%% t interval",
+    )
     return parser.parse_args(argv)
 
 
@@ -74,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = collect(args.sweep_dir)
     if args.metrics:
         report.only_metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
-    paths, markdown = write_report(report, args.out)
+    paths, markdown = write_report(report, args.out, against=args.against)
     print(markdown)
     for path in paths:
         print(f"wrote {path}")

@@ -13,6 +13,7 @@ Python use (e.g. from a notebook)::
     report = collect("outputs/multirun/2026-11-21/09-54-01")
     rows = summary_table(report)            # list of dicts, one per (baseline, ablation, ...) group
     paths, markdown = write_report(report)  # report.csv, report.md and the PNG plots, in the sweep dir
+    diffs = paired_differences(report, "common_it")  # each group minus common_it, paired by seed
     fig = plot_loss_curves(report)          # each plot also as a matplotlib Figure (see PLOTS)
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from delia.tools.report.jobs import Job, MissingData, Report, collect
+from delia.tools.report.paired import paired_differences, paired_markdown, paired_rows
 from delia.tools.report.plots import (
     PLOTS,
     heatmap_data,
@@ -40,6 +42,7 @@ __all__ = [
     "collect",
     "heatmap_data",
     "jobs_table",
+    "paired_differences",
     "plot_ablation_heatmap",
     "plot_buffering_curves",
     "plot_loss_curves",
@@ -49,10 +52,13 @@ __all__ = [
 ]
 
 
-def write_report(report: Report, out_dir: str | Path | None = None) -> tuple[list[Path], str]:
-    """Write ``report.csv``, ``report.md`` and the plots into ``out_dir`` (default: the sweep dir).
+def write_report(
+    report: Report, out_dir: str | Path | None = None, against: str | None = None
+) -> tuple[list[Path], str]:
+    """Write ``report.csv``, ``report.md`` and the plots into ``out_dir`` (default: the sweep dir); with
+    ``against`` (a method), also ``paired.csv`` and ``paired.md`` (:mod:`delia.tools.report.paired`).
 
-    Returns the paths written and the Markdown text.
+    Returns the paths written and the Markdown text (the paired table appended).
     """
     out = Path(out_dir) if out_dir is not None else report.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -61,4 +67,12 @@ def write_report(report: Report, out_dir: str | Path | None = None) -> tuple[lis
     plots, notes = write_plots(report, out)
     markdown = markdown_report(report, rows, notes)
     (out / "report.md").write_text(markdown)
-    return [out / "report.csv", out / "report.md", *plots], markdown
+    written = [out / "report.csv", out / "report.md", *plots]
+    if against:
+        differences = paired_differences(report, against)
+        write_csv(paired_rows(differences), out / "paired.csv")
+        paired = paired_markdown(differences, against)
+        (out / "paired.md").write_text(paired)
+        written += [out / "paired.csv", out / "paired.md"]
+        markdown += "\n" + paired
+    return written, markdown

@@ -1,0 +1,72 @@
+"""delia-report --against: differences from a reference method paired by seed, with a t interval."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from delia.infra.errors import DeliaError
+from delia.tools.report import collect, paired_differences, write_report
+from delia.tools.report.paired import t975
+from tests.unit.tools.test_report import fake_job
+
+
+def sweep_of(tmp_path: Path, values: dict[tuple[str, int], float]) -> Path:
+    """One fake job per (baseline, seed) with metric ``m``; train size 8 for every job."""
+    sweep = tmp_path / "sweep"
+    for num, ((baseline, seed), value) in enumerate(values.items()):
+        fake_job(sweep, num, baseline, "none", 8, seed, {"m": value})
+    return sweep
+
+
+def one(rows, method: str):
+    (row,) = [r for r in rows if r.group["method"] == method and r.metric == "m"]
+    return row
+
+
+def test_pairs_by_seed_and_gives_the_t_interval(tmp_path: Path) -> None:
+    values = {("common_it", s): 0.5 for s in (1, 2, 3)}
+    values |= {("delia", 1): 0.6, ("delia", 2): 0.7, ("delia", 3): 0.65}
+    row = one(paired_differences(collect(sweep_of(tmp_path, values)), "common_it"), "delia")
+    assert row.seeds == (1, 2, 3) and row.diffs == pytest.approx((0.1, 0.2, 0.15))
+    half = 4.303 * 0.05 / math.sqrt(3)  # t(0.975, 2) x std 0.05 / sqrt(3)
+    assert row.interval == pytest.approx((0.15 - half, 0.15 + half))
+    assert row.reading == "separates"
+
+
+def test_an_interval_that_crosses_zero_is_inconclusive_and_one_seed_has_none(tmp_path: Path) -> None:
+    values = {("common_it", s): 0.5 for s in (1, 2, 3)}
+    values |= {("delia", 1): 0.6, ("delia", 2): 0.4, ("delia", 3): 0.55, ("dmt", 2): 0.9}
+    rows = paired_differences(collect(sweep_of(tmp_path, values)), "common_it")
+    assert one(rows, "delia").reading == "inconclusive"
+    dmt = one(rows, "dmt")
+    assert dmt.seeds == (2,) and dmt.reading == "one pair" and math.isnan(dmt.interval[0])
+
+
+def test_seeds_without_a_reference_are_left_out_and_zero_differences_read_identical(tmp_path: Path) -> None:
+    values = {("common_it", 1): 0.5, ("common_it", 2): 0.5, ("delia", 1): 0.5, ("delia", 2): 0.5}
+    values |= {("delia", 3): 0.9}  # no common_it seed 3: not paired
+    row = one(paired_differences(collect(sweep_of(tmp_path, values)), "common_it"), "delia")
+    assert row.seeds == (1, 2) and row.reading == "identical"
+
+
+def test_an_unknown_reference_names_the_methods_there_are(tmp_path: Path) -> None:
+    report = collect(sweep_of(tmp_path, {("delia", 1): 0.5}))
+    with pytest.raises(DeliaError, match=r"--against common_it: no finished job of that method; .*'delia'"):
+        paired_differences(report, "common_it")
+
+
+def test_write_report_with_against_writes_paired_files(tmp_path: Path) -> None:
+    values = {("common_it", 1): 0.5, ("common_it", 2): 0.4, ("delia", 1): 0.7, ("delia", 2): 0.5}
+    sweep = sweep_of(tmp_path, values)
+    paths, markdown = write_report(collect(sweep), tmp_path / "out", against="common_it")
+    assert tmp_path / "out" / "paired.md" in paths and (tmp_path / "out" / "paired.csv").is_file()
+    assert "| delia | m | 2 | 0.150 |" in markdown and "1:+0.200 2:+0.100" in markdown
+
+
+def test_t_quantiles() -> None:
+    assert t975(2) == 4.303 and t975(11) == 2.228 and t975(100) == 1.96
+    with pytest.raises(ValueError):
+        t975(0)
