@@ -24,7 +24,7 @@ from typing import Any
 
 from delia.infra.errors import DeliaError
 from delia.tools.report.jobs import REPLICATE_KEY, Job, Report, Value
-from delia.tools.report.tables import fmt, group_value
+from delia.tools.report.tables import fmt, group_value, sort_key
 
 # two-sided 95% quantiles of Student's t by degrees of freedom (above 30: the normal's 1.96)
 T975 = {
@@ -85,7 +85,7 @@ def paired_differences(report: Report, reference: str) -> list[Paired]:
     if not refs:
         methods = sorted({job.method for job in done})
         raise DeliaError(f"--against {reference}: no finished job of that method; the sweep has {methods}")
-    other_keys = [k for k in report.group_keys if k not in ("baseline", "ablation")]
+    other_keys = [k for k in report.group_keys if k not in ("baseline", "ablation", "method")]
     # the keys the reference varies over: a group is matched to the reference at its own setting of them
     matched = [k for k in other_keys if len({group_value(j, k) for j in refs}) > 1]
     by_seed = {(job.swept.get(REPLICATE_KEY), *_setting(job, matched)): job for job in refs}
@@ -94,10 +94,10 @@ def paired_differences(report: Report, reference: str) -> list[Paired]:
         if job.method != reference:
             groups.setdefault((job.method, *_setting(job, other_keys)), []).append(job)
     out = []
-    for key, jobs in sorted(groups.items(), key=lambda item: tuple(str(v) for v in item[0])):
+    for key, jobs in sorted(groups.items(), key=lambda item: sort_key(item[0])):
         group = dict(zip(["method", *other_keys], key, strict=True))
         pairs = []
-        for job in sorted(jobs, key=lambda j: str(j.swept.get(REPLICATE_KEY))):
+        for job in sorted(jobs, key=lambda j: sort_key((j.swept.get(REPLICATE_KEY),))):
             ref = by_seed.get((job.swept.get(REPLICATE_KEY), *_setting(job, matched)))
             if ref is not None:
                 pairs.append((job, ref))
