@@ -40,8 +40,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--against",
         default=None,
-        metavar="METHOD",
-        help="also paired.md/.csv: every other method minus METHOD at the same seed, with a 95%% t interval",
+        metavar="METHOD|KEY=VALUE",
+        help="also paired.md/.csv: every other method minus METHOD (or every other value of a swept KEY minus"
+        " VALUE) at the same seed, with a 95%% t interval",
     )
     return parser.parse_args(argv)
 

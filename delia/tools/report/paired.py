@@ -2,7 +2,8 @@
 
 ``delia-report SWEEP_DIR --against common_it`` adds ``paired.md`` and ``paired.csv``: for every other
 group of the summary (method and the other swept keys) and every metric, the difference from the
-reference method's job *with the same seed*, its mean over the pairs, and a 95% Student-t interval
+reference method's job *with the same seed*; ``--against trainer.precision=32-true`` compares the
+settings of a swept key the same way, within each method; its mean over the pairs, and a 95% Student-t interval
 (n-1 degrees of freedom).
 
 Guarantees:
@@ -74,28 +75,52 @@ class Paired:
         return "separates" if lo > 0 or hi < 0 else "inconclusive"
 
 
+def _value(job: Job, key: str) -> Value:
+    """A job's value of a row key: its method, or a summary row key (:func:`group_value`)."""
+    return job.method if key == "method" else group_value(job, key)
+
+
 def _setting(job: Job, keys: Sequence[str]) -> tuple[Value, ...]:
-    return tuple(group_value(job, k) for k in keys)
+    return tuple(_value(job, k) for k in keys)
+
+
+def split_reference(report: Report, reference: str) -> tuple[str, str]:
+    """``common_it`` -> ``("method", "common_it")``; ``trainer.precision=32-true`` -> that key and value."""
+    if "=" not in reference:
+        return "method", reference
+    key, value = reference.split("=", 1)
+    if key not in report.swept_keys:
+        raise DeliaError(
+            f"--against {reference}: {key} is not a key the sweep varies; it varies {report.swept_keys}"
+        )
+    return key, value
 
 
 def paired_differences(report: Report, reference: str) -> list[Paired]:
-    """Every non-reference group's paired differences from ``reference`` (a method name), per metric."""
+    """Every non-reference group's paired differences from ``reference``, per metric.
+
+    ``reference`` is a method name (``common_it``), or ``KEY=VALUE`` for a swept key
+    (``trainer.precision=32-true``): then each group is paired with the job of the same seed, method and
+    other settings whose ``KEY`` has that value.
+    """
     done = report.finished
-    refs = [job for job in done if job.method == reference]
+    key, value = split_reference(report, reference)
+    refs = [job for job in done if str(_value(job, key)) == value]
     if not refs:
-        methods = sorted({job.method for job in done})
-        raise DeliaError(f"--against {reference}: no finished job of that method; the sweep has {methods}")
-    other_keys = [k for k in report.group_keys if k not in ("baseline", "ablation", "method")]
-    # the keys the reference varies over: a group is matched to the reference at its own setting of them
-    matched = [k for k in other_keys if len({group_value(j, k) for j in refs}) > 1]
+        values = sorted({str(_value(job, key)) for job in done})
+        raise DeliaError(f"--against {reference}: no finished job with {key} {value}; the sweep has {values}")
+    other = [k for k in report.group_keys if k not in ("baseline", "ablation", "method", key)]
+    row_keys = ["method", *other, *([key] if key != "method" else [])]
+    # the keys the reference varies over: a group meets the reference at its own setting of them
+    matched = [k for k in row_keys if k != key and len({_value(j, k) for j in refs}) > 1]
     by_seed = {(job.swept.get(REPLICATE_KEY), *_setting(job, matched)): job for job in refs}
     groups: dict[tuple[Value, ...], list[Job]] = {}
     for job in done:
-        if job.method != reference:
-            groups.setdefault((job.method, *_setting(job, other_keys)), []).append(job)
+        if str(_value(job, key)) != value:
+            groups.setdefault(_setting(job, row_keys), []).append(job)
     out = []
-    for key, jobs in sorted(groups.items(), key=lambda item: sort_key(item[0])):
-        group = dict(zip(["method", *other_keys], key, strict=True))
+    for setting, jobs in sorted(groups.items(), key=lambda item: sort_key(item[0])):
+        group = dict(zip(row_keys, setting, strict=True))
         pairs = []
         for job in sorted(jobs, key=lambda j: sort_key((j.swept.get(REPLICATE_KEY),))):
             ref = by_seed.get((job.swept.get(REPLICATE_KEY), *_setting(job, matched)))

@@ -10,7 +10,7 @@ import pytest
 from delia.infra.errors import DeliaError
 from delia.tools.report import collect, paired_differences, write_report
 from delia.tools.report.paired import t975
-from tests.unit.tools.test_report import fake_job
+from tests.unit.tools.test_report import add_override, fake_job
 
 
 def sweep_of(tmp_path: Path, values: dict[tuple[str, int], float]) -> Path:
@@ -54,8 +54,31 @@ def test_seeds_without_a_reference_are_left_out_and_zero_differences_read_identi
 
 def test_an_unknown_reference_names_the_methods_there_are(tmp_path: Path) -> None:
     report = collect(sweep_of(tmp_path, {("delia", 1): 0.5}))
-    with pytest.raises(DeliaError, match=r"--against common_it: no finished job of that method; .*'delia'"):
+    with pytest.raises(
+        DeliaError, match=r"--against common_it: no finished job with method common_it; .*'delia'"
+    ):
         paired_differences(report, "common_it")
+    with pytest.raises(
+        DeliaError, match=r"--against trainer.precision=32-true: trainer.precision is not a key"
+    ):
+        paired_differences(report, "trainer.precision=32-true")
+
+
+def test_a_swept_key_is_compared_within_each_method(tmp_path: Path) -> None:
+    """``--against trainer.precision=32-true``: bf16 minus fp32 for each method at the same seed."""
+    sweep = tmp_path / "sweep"
+    values = {("delia", "32-true"): 0.5, ("delia", "bf16-mixed"): 0.6}
+    values |= {("common_it", "32-true"): 0.2, ("common_it", "bf16-mixed"): 0.1}
+    num = 0
+    for seed in (1, 2):
+        for (baseline, precision), value in values.items():
+            fake_job(sweep, num, baseline, "none", 8, seed, {"m": value + seed / 100})
+            add_override(sweep / str(num), f"trainer.precision={precision}")
+            num += 1
+    rows = paired_differences(collect(sweep), "trainer.precision=32-true")
+    assert {r.group["trainer.precision"] for r in rows} == {"bf16-mixed"}
+    assert one(rows, "delia").diffs == pytest.approx((0.1, 0.1))
+    assert one(rows, "common_it").diffs == pytest.approx((-0.1, -0.1))
 
 
 def test_write_report_with_against_writes_paired_files(tmp_path: Path) -> None:
