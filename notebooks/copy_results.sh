@@ -7,7 +7,7 @@ mkdir -p "$dest"
 for job in "$src"/*/; do
   [ -f "$job/metrics.json" ] || continue
   j=$(basename "$job"); mkdir -p "$dest/$j"
-  for f in .hydra config.yaml csv metrics.json samples.json; do
+  for f in .hydra config.yaml csv metrics.json samples.json wordings.json; do
     [ -e "$job/$f" ] && cp -r "$job/$f" "$dest/$j/"
   done
 done
