@@ -52,6 +52,12 @@ def test_seeds_without_a_reference_are_left_out_and_zero_differences_read_identi
     assert row.seeds == (1, 2) and row.reading == "identical"
 
 
+def test_a_single_seed_sweep_names_its_seed(tmp_path: Path) -> None:
+    values = {("common_it", 7): 0.5, ("delia", 7): 0.6}  # seed not swept: one value only
+    row = one(paired_differences(collect(sweep_of(tmp_path, values)), "common_it"), "delia")
+    assert row.seeds == (7,) and row.diffs == pytest.approx((0.1,))
+
+
 def test_an_unknown_reference_names_the_methods_there_are(tmp_path: Path) -> None:
     report = collect(sweep_of(tmp_path, {("delia", 1): 0.5}))
     with pytest.raises(
