@@ -139,7 +139,14 @@ def test_every_entry_point_prints_each_line_once(
     fast = [o for o in TINY if not o.startswith("trainer.enable_progress_bar")]
     if app == "bench":
         one = ["bench.rounds=1", "bench.recipes=[ours,trl_release]", "bench.workloads=[task]"]
-        args = [*fast, *one, "bench.steps=1", "bench.warmup=0", "bench.measure=[train]", "hydra.run.dir=bench"]
+        args = [
+            *fast,
+            *one,
+            "bench.steps=1",
+            "bench.warmup=0",
+            "bench.measure=[train]",
+            "hydra.run.dir=bench",
+        ]
     elif app == "sample":
         args = [*fast, "diverse.ratio=2", "hydra.run.dir=sample"]
     elif app == "eval":
