@@ -168,7 +168,7 @@ def collect(sweep_dir: str | Path) -> Report:
     keys = swept_keys(jobs)
     for job in jobs:
         job.swept = {key: (job.overrides or {}).get(key) for key in keys}
-        if job.config.get("seed") is not None:  # per-seed rows name their seed, swept or not
+        if REPLICATE_KEY in keys and job.config.get("seed") is not None:
             job.swept[REPLICATE_KEY] = job.config["seed"]
     return Report(sweep, jobs, keys)
 

@@ -80,6 +80,11 @@ def _value(job: Job, key: str) -> Value:
     return job.method if key == "method" else group_value(job, key)
 
 
+def _seed(job: Job) -> Value:
+    """The job's seed, swept or not: a single-seed sweep's pairs still name their seed."""
+    return job.config.get(REPLICATE_KEY)
+
+
 def _setting(job: Job, keys: Sequence[str]) -> tuple[Value, ...]:
     return tuple(_value(job, k) for k in keys)
 
@@ -113,7 +118,7 @@ def paired_differences(report: Report, reference: str) -> list[Paired]:
     row_keys = ["method", *other, *([key] if key != "method" else [])]
     # the keys the reference varies over: a group meets the reference at its own setting of them
     matched = [k for k in row_keys if k != key and len({_value(j, k) for j in refs}) > 1]
-    by_seed = {(job.swept.get(REPLICATE_KEY), *_setting(job, matched)): job for job in refs}
+    by_seed = {(_seed(job), *_setting(job, matched)): job for job in refs}
     groups: dict[tuple[Value, ...], list[Job]] = {}
     for job in done:
         if str(_value(job, key)) != value:
@@ -122,13 +127,13 @@ def paired_differences(report: Report, reference: str) -> list[Paired]:
     for setting, jobs in sorted(groups.items(), key=lambda item: sort_key(item[0])):
         group = dict(zip(row_keys, setting, strict=True))
         pairs = []
-        for job in sorted(jobs, key=lambda j: sort_key((j.swept.get(REPLICATE_KEY),))):
-            ref = by_seed.get((job.swept.get(REPLICATE_KEY), *_setting(job, matched)))
+        for job in sorted(jobs, key=lambda j: sort_key((_seed(j),))):
+            ref = by_seed.get((_seed(job), *_setting(job, matched)))
             if ref is not None:
                 pairs.append((job, ref))
         for metric in report.metric_names:
             kept = [
-                (job.swept.get(REPLICATE_KEY), job.metrics[metric] - ref.metrics[metric])
+                (_seed(job), job.metrics[metric] - ref.metrics[metric])
                 for job, ref in pairs
                 if math.isfinite(job.metrics.get(metric, math.nan))
                 and math.isfinite(ref.metrics.get(metric, math.nan))
