@@ -119,7 +119,9 @@ def test_every_recipe_trains_and_counts_its_useful_tokens(session_cache) -> None
 
 def test_the_machine_is_named_by_its_cpu_model(tmp_path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t: avx2\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t: avx2\n"
+    )
     assert bench.cpu_model(str(cpuinfo)) == "AMD EPYC 9R14"
     assert bench.cpu_model(str(tmp_path / "missing")) != ""  # the architecture, where cpuinfo is unreadable
     assert set(bench.machine()) >= {"cpu", "cpu_computes_bfloat16", "cores", "torch_threads", "torch"}
