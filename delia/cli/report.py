@@ -12,16 +12,18 @@ from delia.tools.report import collect, write_report
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``SWEEP_DIR [--out DIR] [--metrics A,B,...]``."""
+    """``SWEEP_DIR [MORE_DIR ...] [--out DIR] [--metrics A,B,...]``."""
     parser = argparse.ArgumentParser(
         prog="delia-report",
         description="Collect every job of a Hydra multirun sweep into report.csv, report.md and PNG plots.",
     )
     parser.add_argument(
-        "sweep_dir",
+        "sweep_dirs",
         type=Path,
+        nargs="+",
         metavar="SWEEP_DIR",
-        help="a multirun dir, e.g. outputs/multirun/<date>/<time>",
+        help="a multirun dir, e.g. outputs/multirun/<date>/<time>; several are read as one sweep (the report"
+        " goes to the first)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="where to write the report (default: SWEEP_DIR)"
@@ -71,24 +73,26 @@ def rescore(sweep_dir: Path) -> list[Path]:
 
 @report_errors
 def main(argv: Sequence[str] | None = None) -> None:
-    """``delia-report SWEEP_DIR [--out DIR]``: print the Markdown report and the files written."""
+    """``delia-report SWEEP_DIR [MORE_DIR ...] [--out DIR]``: print the Markdown report and the files written."""
     from delia.console import setup_console
 
     args = parse_args(argv)
     setup_console(standalone=True)
+    sweep_dir = args.sweep_dirs[0]
     if args.rescore:
-        print(f"re-scored {len(rescore(args.sweep_dir))} jobs' generations (rescored.json)")
-    report = collect(args.sweep_dir)
+        rescored = sum(len(rescore(folder)) for folder in args.sweep_dirs)
+        print(f"re-scored {rescored} jobs' generations (rescored.json)")
+    report = collect(*args.sweep_dirs)
     if args.metrics:
         report.only_metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
     paths, markdown = write_report(report, args.out, against=args.against)
     print(markdown)
     for path in paths:
         print(f"wrote {path}")
-    attached = attach_report(args.sweep_dir, paths)
+    attached = attach_report(sweep_dir, paths)
     if attached:
         print(
-            f"attached the plots to the sweep's {attached} MLflow runs (artifacts report/): delia-dashboard {args.sweep_dir}"
+            f"attached the plots to the sweep's {attached} MLflow runs (artifacts report/): delia-dashboard {sweep_dir}"
         )
 
 

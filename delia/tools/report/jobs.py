@@ -150,13 +150,8 @@ def _numbered(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
-def collect(sweep_dir: str | Path) -> Report:
-    """Read every numbered job dir of ``sweep_dir`` into a :class:`Report`.
-
-    A folder without job dirs of its own but with sweeps inside (the parts of an experiment that ran
-    as several ``-m`` commands, e.g. ``ratio_cpu/{ratios,refs}/``) is read as one sweep of all their jobs.
-    """
-    sweep = Path(sweep_dir)
+def _job_dirs(sweep: Path) -> list[Path]:
+    """The numbered job dirs of one sweep folder, or of its parts (one level down)."""
     if not sweep.is_dir():
         raise DeliaError(f"{sweep}: no such directory; {SWEEP_HINT}")
     job_dirs = _numbered(sweep) or [
@@ -164,13 +159,25 @@ def collect(sweep_dir: str | Path) -> Report:
     ]
     if not job_dirs:
         raise DeliaError(f"{sweep}: no job directories (0/, 1/, ...) found; {SWEEP_HINT}")
+    return job_dirs
+
+
+def collect(sweep_dir: str | Path, *more: str | Path) -> Report:
+    """Read every numbered job dir of ``sweep_dir`` (and of each folder in ``more``) into a :class:`Report`.
+
+    A folder without job dirs of its own but with sweeps inside (the parts of an experiment that ran
+    as several ``-m`` commands, e.g. ``ratio_cpu/{ratios,refs}/``) is read as one sweep of all their jobs.
+    Several folders are read as one sweep too: a reference that lives beside the jobs it is compared with
+    (``delia-report refs/ ratio_cpu_v2/r4 --against common_it``). The report belongs to ``sweep_dir``.
+    """
+    job_dirs = [job for folder in (sweep_dir, *more) for job in _job_dirs(Path(folder))]
     jobs = [read_job(path) for path in job_dirs]
     keys = swept_keys(jobs)
     for job in jobs:
         job.swept = {key: (job.overrides or {}).get(key) for key in keys}
         if REPLICATE_KEY in keys and job.config.get("seed") is not None:
             job.swept[REPLICATE_KEY] = job.config["seed"]
-    return Report(sweep, jobs, keys)
+    return Report(Path(sweep_dir), jobs, keys)
 
 
 def read_job(path: Path) -> Job:

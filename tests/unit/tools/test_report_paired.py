@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from delia.cli.report import main
 from delia.infra.errors import DeliaError
 from delia.tools.report import collect, paired_differences, write_report
 from delia.tools.report.paired import t975
@@ -99,3 +100,18 @@ def test_t_quantiles() -> None:
     assert t975(2) == 4.303 and t975(11) == 2.228 and t975(100) == 1.96
     with pytest.raises(ValueError):
         t975(0)
+
+
+def test_a_reference_in_another_folder_is_paired_and_the_report_goes_to_the_first(tmp_path: Path) -> None:
+    refs, runs = tmp_path / "refs", tmp_path / "runs"
+    for seed, value in ((1, 0.5), (2, 0.4)):
+        fake_job(refs, seed - 1, "common_it", "none", 8, seed, {"m": value})
+        fake_job(runs, seed - 1, "delia", "none", 8, seed, {"m": value + 0.1 * seed})
+    report = collect(refs, runs)
+    assert report.sweep_dir == refs and len(report.finished) == 4
+    row = one(paired_differences(report, "common_it"), "delia")
+    assert row.seeds == (1, 2) and row.diffs == pytest.approx((0.1, 0.2))
+    with pytest.raises(DeliaError, match="missing: no such directory"):
+        collect(refs, tmp_path / "missing")
+    main([str(refs), str(runs), "--against", "common_it", "--metrics", "m"])
+    assert "| delia | m | 2 |" in (refs / "paired.md").read_text() and not (runs / "paired.md").exists()
