@@ -11,6 +11,8 @@ Guarantees:
 - only seeds that both the group and the reference finished count, and each pair's difference is listed;
 - a reference that ran at one setting of a swept key (``common_it`` has no diverse ratio) is paired with
   every setting of that key; where the reference ran at several, a group is paired with the same setting;
+- ``KEY=VALUE`` pairs within a method only: a method without a job at ``VALUE`` (``common_it`` against
+  ``diverse.ratio=0``) has no pair, even where the reference jobs are all of one other method;
 - the reading says what the interval allows: ``separates`` when it excludes 0, ``inconclusive`` when it
   does not, ``one pair`` when there is no interval. Nothing is called a difference on fewer than two pairs.
 """
@@ -118,6 +120,8 @@ def paired_differences(report: Report, reference: str) -> list[Paired]:
     row_keys = ["method", *other, *([key] if key != "method" else [])]
     # the keys the reference varies over: a group meets the reference at its own setting of them
     matched = [k for k in row_keys if k != key and len({_value(j, k) for j in refs}) > 1]
+    if key != "method" and "method" not in matched:  # KEY=VALUE compares within a method, never across
+        matched.insert(0, "method")
     by_seed = {(_seed(job), *_setting(job, matched)): job for job in refs}
     groups: dict[tuple[Value, ...], list[Job]] = {}
     for job in done:

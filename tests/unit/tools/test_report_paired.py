@@ -88,6 +88,22 @@ def test_a_swept_key_is_compared_within_each_method(tmp_path: Path) -> None:
     assert one(rows, "common_it").diffs == pytest.approx((-0.1, -0.1))
 
 
+def test_a_swept_key_never_pairs_a_method_with_another_methods_reference(tmp_path: Path) -> None:
+    """``--against diverse.ratio=0`` where only delia ran at ratio 0: common_it gets no pair, not delia's."""
+    sweep = tmp_path / "sweep"
+    num = 0
+    for seed in (1, 2):
+        for baseline, ratio, value in (("delia", 0, 0.1), ("delia", 4, 0.5), ("common_it", None, 0.3)):
+            fake_job(sweep, num, baseline, "none", 8, seed, {"m": value * seed})
+            if ratio is not None:
+                add_override(sweep / str(num), f"diverse.ratio={ratio}")
+            num += 1
+    rows = paired_differences(collect(sweep), "diverse.ratio=0")
+    assert one(rows, "delia").diffs == pytest.approx((0.4, 0.8))
+    common_it = one(rows, "common_it")
+    assert common_it.diffs == () and common_it.reading == "no pair"
+
+
 def test_write_report_with_against_writes_paired_files(tmp_path: Path) -> None:
     values = {("common_it", 1): 0.5, ("common_it", 2): 0.4, ("delia", 1): 0.7, ("delia", 2): 0.5}
     sweep = sweep_of(tmp_path, values)
