@@ -1,9 +1,9 @@
 """The committed rerun tables regenerate from their raw files.
 
 The verdict rows of the README and of the result reports quote ``report.md`` and ``paired.md`` of the
-reruns (``sep_cpu_v2``, ``ratio_cpu_v2``); this test rebuilds both from the committed jobs with the
-``delia-report`` command their report gives and compares them byte for byte, so a table edited by hand, or
-raw files changed without the tables, fails here.
+reruns (``sep_cpu_v2``, ``ratio_cpu_v2``, ``ratio_cpu_v2_exposure``); this test rebuilds both from the
+committed jobs with the ``delia-report`` command their report gives (its folders and ``--metrics``) and
+compares them byte for byte, so a table edited by hand, or raw files changed without the tables, fails here.
 """
 
 from __future__ import annotations
@@ -20,16 +20,20 @@ RESULTS = Path("notebooks") / "results"
 # rerun folder -> (the report holding its delia-report command, its finished jobs)
 RERUNS = {
     "sep_cpu_v2": (RESULTS / "sep_cpu" / "README.md", 30),  # 10 methods x 3 seeds
-    "ratio_cpu_v2": (RESULTS / "ratio_cpu_v2" / "README.md", 9),  # ratios 4 and 16, common_it: x 3 seeds
+    "ratio_cpu_v2": (RESULTS / "ratio_cpu_v2" / "README.md", 12),  # ratios 4, 16, 0 and common_it at 60 steps
+    # common_it and ratio 0 at 12 steps, read with ratio_cpu_v2's ratios 4 and 16: x 3 seeds
+    "ratio_cpu_v2_exposure": (RESULTS / "ratio_cpu_v2_exposure" / "README.md", 12),
 }
 
 
-def report_command_metrics(readme: Path, folder: str) -> list[str]:
-    """The ``--metrics`` of the ``delia-report <folder> --against common_it`` command in ``readme``."""
-    pattern = rf"delia-report notebooks/results/{folder} --against common_it --metrics (\S+)"
+def report_command(readme: Path, folder: str) -> tuple[list[Path], list[str]]:
+    """The folders and ``--metrics`` of the ``delia-report <folder> [...] --against common_it`` command."""
+    pattern = rf"delia-report (notebooks/results/{folder}(?: notebooks/results/\S+)*) --against common_it --metrics (\S+)"
     found = re.search(pattern, (REPO / readme).read_text())
-    assert found, f"{readme}: no `delia-report notebooks/results/{folder} --against common_it --metrics ...`"
-    return found.group(1).split(",")
+    assert found, (
+        f"{readme}: no `delia-report notebooks/results/{folder} ... --against common_it --metrics ...`"
+    )
+    return [Path(f) for f in found.group(1).split()], found.group(2).split(",")
 
 
 @pytest.mark.parametrize("folder", sorted(RERUNS))
@@ -38,8 +42,9 @@ def test_rerun_tables_regenerate_from_the_committed_jobs(
 ) -> None:
     readme, n_jobs = RERUNS[folder]
     monkeypatch.chdir(REPO)  # the table's title names the sweep dir as the command gave it
-    report = collect(RESULTS / folder)
-    report.only_metrics = report_command_metrics(readme, folder)
+    folders, metrics = report_command(readme, folder)
+    report = collect(*folders)
+    report.only_metrics = metrics
     assert report.finished and not report.unfinished
     assert len(report.finished) == n_jobs
     write_report(report, tmp_path, against="common_it")
