@@ -23,17 +23,20 @@ RERUNS = {
     "ratio_cpu_v2": (RESULTS / "ratio_cpu_v2" / "README.md", 12),  # ratios 4, 16, 0 and common_it at 60 steps
     # common_it and ratio 0 at 12 steps, read with ratio_cpu_v2's ratios 4 and 16: x 3 seeds
     "ratio_cpu_v2_exposure": (RESULTS / "ratio_cpu_v2_exposure" / "README.md", 12),
+    # delia and fact_based at 8 and 16 examples: x 3 seeds
+    "samples_cpu_v2": (RESULTS / "samples_cpu_v2" / "README.md", 12),
 }
 
 
-def report_command(readme: Path, folder: str) -> tuple[list[Path], list[str]]:
-    """The folders and ``--metrics`` of the ``delia-report <folder> [...] --against common_it`` command."""
-    pattern = rf"delia-report (notebooks/results/{folder}(?: notebooks/results/\S+)*) --against common_it --metrics (\S+)"
-    found = re.search(pattern, (REPO / readme).read_text())
-    assert found, (
-        f"{readme}: no `delia-report notebooks/results/{folder} ... --against common_it --metrics ...`"
+def report_command(readme: Path, folder: str) -> tuple[list[Path], str, list[str]]:
+    """The folders, the ``--against`` method and the ``--metrics`` of ``delia-report <folder> [...]``."""
+    pattern = (
+        rf"delia-report (notebooks/results/{folder}(?: notebooks/results/\S+)*)"
+        r" --against ([a-z_]+) --metrics (\S+)"
     )
-    return [Path(f) for f in found.group(1).split()], found.group(2).split(",")
+    found = re.search(pattern, (REPO / readme).read_text())
+    assert found, f"{readme}: no `delia-report notebooks/results/{folder} ... --against METHOD --metrics ...`"
+    return [Path(f) for f in found.group(1).split()], found.group(2), found.group(3).split(",")
 
 
 @pytest.mark.parametrize("folder", sorted(RERUNS))
@@ -42,11 +45,11 @@ def test_rerun_tables_regenerate_from_the_committed_jobs(
 ) -> None:
     readme, n_jobs = RERUNS[folder]
     monkeypatch.chdir(REPO)  # the table's title names the sweep dir as the command gave it
-    folders, metrics = report_command(readme, folder)
+    folders, against, metrics = report_command(readme, folder)
     report = collect(*folders)
     report.only_metrics = metrics
     assert report.finished and not report.unfinished
     assert len(report.finished) == n_jobs
-    write_report(report, tmp_path, against="common_it")
+    write_report(report, tmp_path, against=against)
     for table in ("report.md", "paired.md"):
         assert (tmp_path / table).read_text() == (RESULTS / folder / table).read_text(), table
