@@ -1,8 +1,9 @@
 """The committed rerun tables regenerate from their raw files.
 
 The verdict rows of the README and of the result reports quote ``report.md`` and ``paired.md`` of the
-reruns (``sep_cpu_v2``, ``ratio_cpu_v2``, ``ratio_cpu_v2_exposure``); this test rebuilds both from the
-committed jobs with the ``delia-report`` command their report gives (its folders and ``--metrics``) and
+reruns (``sep_cpu_v2``, ``ratio_cpu_v2``, ``ratio_cpu_v2_exposure``, ``samples_cpu_v2``) and the
+``against_ratio0/paired.md`` beside two of them; this test rebuilds every table from the committed jobs with
+each ``delia-report`` command their report gives (its folders, ``--against``, ``--out`` and ``--metrics``) and
 compares them byte for byte, so a table edited by hand, or raw files changed without the tables, fails here.
 """
 
@@ -28,15 +29,18 @@ RERUNS = {
 }
 
 
-def report_command(readme: Path, folder: str) -> tuple[list[Path], str, list[str]]:
-    """The folders, the ``--against`` method and the ``--metrics`` of ``delia-report <folder> [...]``."""
+def report_commands(readme: Path, folder: str) -> list[tuple[list[Path], str, Path, list[str]]]:
+    """Each ``delia-report <folder> [...] --against X [--out DIR] --metrics ...`` command in ``readme``."""
     pattern = (
         rf"delia-report (notebooks/results/{folder}(?: notebooks/results/\S+)*)"
-        r" --against ([a-z_]+) --metrics (\S+)"
+        r" --against (\S+)(?: --out (\S+))? --metrics (\S+)"
     )
-    found = re.search(pattern, (REPO / readme).read_text())
-    assert found, f"{readme}: no `delia-report notebooks/results/{folder} ... --against METHOD --metrics ...`"
-    return [Path(f) for f in found.group(1).split()], found.group(2), found.group(3).split(",")
+    found = re.findall(pattern, (REPO / readme).read_text())
+    assert found, f"{readme}: no `delia-report notebooks/results/{folder} ... --against X --metrics ...`"
+    return [
+        ([Path(f) for f in folders.split()], against, Path(out or RESULTS / folder), metrics.split(","))
+        for folders, against, out, metrics in found
+    ]
 
 
 @pytest.mark.parametrize("folder", sorted(RERUNS))
@@ -45,11 +49,12 @@ def test_rerun_tables_regenerate_from_the_committed_jobs(
 ) -> None:
     readme, n_jobs = RERUNS[folder]
     monkeypatch.chdir(REPO)  # the table's title names the sweep dir as the command gave it
-    folders, against, metrics = report_command(readme, folder)
-    report = collect(*folders)
-    report.only_metrics = metrics
-    assert report.finished and not report.unfinished
-    assert len(report.finished) == n_jobs
-    write_report(report, tmp_path, against=against)
-    for table in ("report.md", "paired.md"):
-        assert (tmp_path / table).read_text() == (RESULTS / folder / table).read_text(), table
+    for i, (folders, against, out, metrics) in enumerate(report_commands(readme, folder)):
+        report = collect(*folders)
+        report.only_metrics = metrics
+        assert report.finished and not report.unfinished
+        assert len(report.finished) == n_jobs
+        write_report(report, tmp_path / str(i), against=against)
+        # an --out folder keeps only its paired table (its report and plots were the main command's copies)
+        for table in ("report.md", "paired.md") if out == RESULTS / folder else ("paired.md",):
+            assert (tmp_path / str(i) / table).read_text() == (out / table).read_text(), out / table
