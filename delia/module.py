@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from delia.data.mixing import DIVERSE, TASK
 from delia.data.tokenize import IGNORE_INDEX
 from delia.infra.errors import DeliaError
+from delia.model.cross_entropy import label_cross_entropy
 from delia.schedule import Schedule, SourceLosses
 
 SEEN_KEYS = ("train/seen_task_examples", "train/seen_diverse_examples")
@@ -53,7 +54,7 @@ def per_token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.
     # use_cache=False: a cache would switch off the packed-sequence mask
     hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, :-1]
     per_token = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
-    per_token[mask] = F.cross_entropy(head(hidden[mask]).float(), targets[mask], reduction="none")
+    per_token[mask] = label_cross_entropy(head(hidden[mask]), targets[mask])
     return per_token, mask
 
 

@@ -50,6 +50,7 @@ from delia.infra.security import save_config
 from delia.infra.types import Record, Splits
 from delia.loggers import build_loggers, finish_loggers, log_results
 from delia.model import add_new_tokens, base_model_folder, load_base, model_identity, save_adapter, wrap_peft
+from delia.model.packed_attention import use_packed_attention
 from delia.module import SEEN_KEYS, DeliaModule
 from delia.protocol import RunLength, run_length
 from delia.protocol import apply as apply_length
@@ -227,6 +228,8 @@ def fit(
     datamodule = build_datamodule(
         cfg, tokenizer, splits["train"], diverse, eval_records, schedule, max_steps, task_epochs
     )
+    if cfg.data.packing and cfg.data.packed_attention:
+        use_packed_attention(peft_model)
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     callbacks = build_callbacks(cfg, ckpt_dir)
     for callback in callbacks:

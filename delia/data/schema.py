@@ -15,4 +15,5 @@ class Data(Closed):
     on_overlength: Literal["error", "skip", "truncate"]
     num_workers: NonNegativeInt = 0
     packing: bool = True
+    packed_attention: bool = True
     stream_diverse: bool = True
