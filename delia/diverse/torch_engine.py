@@ -5,7 +5,9 @@ Why it exists: on a CPU, transformers ``generate`` sorts the whole vocabulary fo
 longest one ends, and grows its KV cache by concatenation. This decoder:
 
 - preallocates one KV-cache row per slot (per layer: slots x kv heads x (longest prompt + max_new_tokens)
-  x head dim); a new prompt is prefilled alone into a free row, then every active row decodes one token a
+  x head dim), in float32 whatever the weights' dtype, and attends in float32: on a CPU, SDPA with one
+  query per row is 3x to 7x slower in bfloat16 than in float32 (docs/performance.md), and the keys and
+  values computed in bfloat16 are stored exactly; a new prompt is prefilled alone into a free row, then every active row decodes one token a
   step (continuous batching: a row that ends frees its slot for the next prompt at once);
 - keeps the active rows at the front of the cache (an ended row is overwritten by the last active one), so
   a step reads one contiguous slice, and reads it only up to the longest active row;
@@ -41,7 +43,9 @@ from delia.infra.precision import cpu_computes_bfloat16
 
 log = logging.getLogger(__name__)
 
-ENGINE_VERSION = 2  # in the cache key: a change to this file's numerics gets new samples
+# in the cache key: a change to this file's numerics gets new samples. 3: bfloat16 attends in float32 (the
+# float32 engine computes what version 2 did, bit for bit)
+ENGINE_VERSION = 3
 DEFAULTS = {"dtype": "auto", "slots": 64}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # top-p reads its nucleus off this many most likely tokens; a row whose nucleus is wider is sorted in full
@@ -144,7 +148,7 @@ def _layer(module: Any, dtype: torch.dtype) -> Layer:
 
 @dataclass
 class KVCache:
-    """Per layer, keys and values: slots x kv heads x positions x head dim."""
+    """Per layer, keys and values: slots x kv heads x positions x head dim (float32)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -200,7 +204,7 @@ class Decoder:
             torch.zeros(1, dtype=self.dtype, device=device), torch.arange(positions, device=device)[None]
         )
         self.cos, self.sin = cos[0].to("cpu", self.dtype), sin[0].to("cpu", self.dtype)
-        return KVCache.empty(len(self.layers), slots, self.kv_heads, positions, self.head_dim, self.dtype)
+        return KVCache.empty(len(self.layers), slots, self.kv_heads, positions, self.head_dim, torch.float32)
 
     def _qkv(
         self, x: torch.Tensor, layer: Layer, cos: torch.Tensor, sin: torch.Tensor
@@ -230,9 +234,13 @@ class Decoder:
             q, k, v = self._qkv(x, layer, cos, sin)
             keys[row, :, :n], values[row, :, :n] = k.transpose(0, 1), v.transpose(0, 1)
             attended = F.scaled_dot_product_attention(
-                q.transpose(0, 1), keys[row, :, :n], values[row, :, :n], is_causal=True, enable_gqa=True
+                q.transpose(0, 1).float(),
+                keys[row, :, :n],
+                values[row, :, :n],
+                is_causal=True,
+                enable_gqa=True,
             )
-            x = self._finish_layer(x, attended.transpose(0, 1), layer)
+            x = self._finish_layer(x, attended.transpose(0, 1).to(self.dtype), layer)
         return self._logits(x[-1:])[0]
 
     @torch.inference_mode()
@@ -247,12 +255,16 @@ class Decoder:
         index = torch.arange(rows)
         for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
             q, k, v = self._qkv(x, layer, cos, sin)
-            keys[index, :, positions], values[index, :, positions] = k, v
+            keys[index, :, positions], values[index, :, positions] = k.float(), v.float()
             # one query per row; the cache slices are read in place (no copy, kv heads shared by groups)
             attended = F.scaled_dot_product_attention(
-                q[:, :, None], keys[:rows, :, :span], values[:rows, :, :span], visible, enable_gqa=True
+                q[:, :, None].float(),
+                keys[:rows, :, :span],
+                values[:rows, :, :span],
+                visible,
+                enable_gqa=True,
             )
-            x = self._finish_layer(x, attended[:, :, 0], layer)
+            x = self._finish_layer(x, attended[:, :, 0].to(self.dtype), layer)
         return self._logits(x)
 
 
