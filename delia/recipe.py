@@ -51,6 +51,7 @@ from delia.infra.types import Record, Splits
 from delia.loggers import build_loggers, finish_loggers, log_results
 from delia.model import add_new_tokens, base_model_folder, load_base, model_identity, save_adapter, wrap_peft
 from delia.model.packed_attention import use_packed_attention
+from delia.model.peft import use_uniform_dropout
 from delia.module import SEEN_KEYS, DeliaModule
 from delia.protocol import RunLength, run_length
 from delia.protocol import apply as apply_length
@@ -205,6 +206,14 @@ def train_by_baseline(
     )
 
 
+def training_kernels(cfg: DictConfig, peft_model: Any) -> None:
+    """What the training step computes with besides the model's own layers: LoRA dropout from one uniform
+    draw, and one attention per example of a packed row (both exact in distribution or up to rounding)."""
+    use_uniform_dropout(peft_model)
+    if cfg.data.packing and cfg.data.packed_attention:
+        use_packed_attention(peft_model)
+
+
 def fit(
     cfg: DictConfig,
     peft_model: Any,
@@ -228,8 +237,7 @@ def fit(
     datamodule = build_datamodule(
         cfg, tokenizer, splits["train"], diverse, eval_records, schedule, max_steps, task_epochs
     )
-    if cfg.data.packing and cfg.data.packed_attention:
-        use_packed_attention(peft_model)
+    training_kernels(cfg, peft_model)
     module = DeliaModule(peft_model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     callbacks = build_callbacks(cfg, ckpt_dir)
     for callback in callbacks:

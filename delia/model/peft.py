@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -26,3 +27,32 @@ def wrap_peft(
         **kwargs,
     )
     return get_peft_model(model, config)
+
+
+class UniformDropout(torch.nn.Dropout):
+    """``nn.Dropout`` whose mask is a float32 uniform draw ``>= p``: the same distribution, about 1.6x
+    faster on a CPU than the ``bernoulli_`` that ``nn.Dropout`` draws (LoRA draws one mask per target
+    module and step, 120 a step for SmolLM2's q/k/v/o)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)
+        keep = torch.rand(x.shape, dtype=torch.float32, device=x.device) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+def use_uniform_dropout(model: Any) -> int:
+    """Replace the LoRA dropouts of ``model`` by :class:`UniformDropout` (same ``p``); returns how many."""
+    replaced = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if not isinstance(dropouts, torch.nn.ModuleDict):
+            continue
+        for name, dropout in dropouts.items():
+            if type(dropout) is torch.nn.Dropout:
+                dropouts[name] = UniformDropout(dropout.p)
+                dropouts[name].train(dropout.training)
+                replaced += 1
+    return replaced

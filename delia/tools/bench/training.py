@@ -28,8 +28,8 @@ from delia.data.tokenize import IGNORE_INDEX, encode_all
 from delia.dataset import prior_description
 from delia.diverse import self_sample
 from delia.model import add_new_tokens, load_base, model_identity, wrap_peft
-from delia.model.packed_attention import use_packed_attention
 from delia.module import DeliaModule
+from delia.recipe import training_kernels
 from delia.schedule import build_schedule
 from delia.tools.bench.flops import Timing, example_lengths, flop_counter
 
@@ -140,8 +140,7 @@ def time_ours(cfg: DictConfig, data: BenchData, packing: bool, precision: str = 
     datamodule = build_datamodule(
         OmegaConf.merge(cfg, settings), tokenizer, data.task, data.diverse, [], schedule, steps
     )
-    if packing and cfg.data.packed_attention:
-        use_packed_attention(model)
+    training_kernels(OmegaConf.merge(cfg, {"data": {"packing": packing}}), model)
     module = DeliaModule(model, schedule, instantiate(cfg.optimizer), instantiate(cfg.lr_scheduler))
     timer = StepTimer(int(cfg.bench.warmup), flop_counter(model, cfg))
     trainer = L.Trainer(
