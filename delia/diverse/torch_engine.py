@@ -7,8 +7,11 @@ longest one ends, and grows its KV cache by concatenation. This decoder:
 - preallocates one KV-cache row per slot (per layer: slots x kv heads x (longest prompt + max_new_tokens)
   x head dim), in float32 whatever the weights' dtype, and attends in float32: on a CPU, SDPA with one
   query per row is 3x to 7x slower in bfloat16 than in float32 (docs/performance.md), and the keys and
-  values computed in bfloat16 are stored exactly; a new prompt is prefilled alone into a free row, then every active row decodes one token a
-  step (continuous batching: a row that ends frees its slot for the next prompt at once);
+  values computed in bfloat16 are stored exactly;
+- prefills the prefix that every prompt shares (the chat template's system turn) once, into a spare row
+  that each new row copies; a new prompt's own tokens are prefilled alone into a free row, then every
+  active row decodes one token a step (continuous batching: a row that ends frees its slot for the next
+  prompt at once);
 - keeps the active rows at the front of the cache (an ended row is overwritten by the last active one), so
   a step reads one contiguous slice, and reads it only up to the longest active row;
 - computes logits at the last position only;
@@ -225,19 +228,24 @@ class Decoder:
         return self.head(rms_norm(x, self.final_norm, self.eps)).float()
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int], row: int, cache: KVCache) -> torch.Tensor:
-        """Write a prompt's keys and values into cache row ``row``; the logits after its last token."""
+    def prefill(self, ids: list[int], row: int, cache: KVCache, start: int = 0) -> torch.Tensor:
+        """Write a prompt's keys and values into cache row ``row``; the logits after its last token.
+
+        ``start``: the row already holds the keys and values of ``ids[:start]`` (a shared prefix)."""
         n = len(ids)
-        x = self.embed[torch.tensor(ids)]
-        cos, sin = self.cos[:n, None], self.sin[:n, None]
+        x = self.embed[torch.tensor(ids[start:])]
+        cos, sin = self.cos[start:n, None], self.sin[start:n, None]
+        # query i (position start + i) sees positions up to its own: causal, aligned to the last key
+        mask = None if start == 0 else torch.arange(start, n)[:, None] >= torch.arange(n)[None, :]
         for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
             q, k, v = self._qkv(x, layer, cos, sin)
-            keys[row, :, :n], values[row, :, :n] = k.transpose(0, 1), v.transpose(0, 1)
+            keys[row, :, start:n], values[row, :, start:n] = k.transpose(0, 1), v.transpose(0, 1)
             attended = F.scaled_dot_product_attention(
                 q.transpose(0, 1).float(),
                 keys[row, :, :n],
                 values[row, :, :n],
-                is_causal=True,
+                attn_mask=mask,
+                is_causal=mask is None,
                 enable_gqa=True,
             )
             x = self._finish_layer(x, attended.transpose(0, 1).to(self.dtype), layer)
@@ -300,6 +308,16 @@ def nucleus_draw(
     return tokens
 
 
+def shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The leading tokens every prompt shares (the chat template's system turn), leaving each prompt at
+    least one token of its own to prefill."""
+    first, n = prompts[0], min(map(len, prompts)) - 1
+    for i in range(n):
+        if any(prompt[i] != first[i] for prompt in prompts):
+            return list(first[:i])
+    return list(first[:n])
+
+
 @dataclass
 class _Row:
     """One sequence in the cache: its prompt index, its generator, tokens in the cache, tokens sampled."""
@@ -323,13 +341,20 @@ class TorchEngine:
         if not prompts:
             return
         max_new = int(settings["max_new_tokens"])
-        cache = self.decoder.cache(min(self.slots, len(prompts)), max(map(len, prompts)) + max_new)
+        slots = min(self.slots, len(prompts))
+        shared = shared_prefix(prompts) if len(prompts) > 1 else []
+        # one spare row after the slots holds the shared prefix, prefilled once and copied into each new row
+        cache = self.decoder.cache(slots + bool(shared), max(map(len, prompts)) + max_new)
+        if shared:
+            self.decoder.prefill(shared, slots, cache)
         rows: list[_Row] = []
         waiting = iter(range(len(prompts)))
         while True:
             for k in waiting if len(rows) < self.slots else ():
                 rows.append(_Row(k, torch.Generator().manual_seed(int(seeds[k])), len(prompts[k])))
-                logits = self.decoder.prefill(list(prompts[k]), len(rows) - 1, cache)[None]
+                if shared:
+                    cache.move(slots, len(rows) - 1, len(shared))
+                logits = self.decoder.prefill(list(prompts[k]), len(rows) - 1, cache, len(shared))[None]
                 yield from self._step_done(rows, [len(rows) - 1], logits, settings, cache)
                 if len(rows) == self.slots:
                     break

@@ -162,6 +162,8 @@ def use_packed_attention(model: Any) -> bool:
             packed = _hidden(base, row)
     finally:
         base.train(training)
+    if config._attn_implementation != NAME:  # a model that cannot switch (transformers warned)
+        return False
     tolerance = 1e-3 * max(1.0, float(reference.abs().max()))
     if not torch.allclose(packed, reference, rtol=1e-3, atol=tolerance):
         base.set_attn_implementation("sdpa")

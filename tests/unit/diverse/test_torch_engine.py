@@ -10,7 +10,7 @@ from transformers import TopPLogitsWarper
 
 from delia import diverse as sampling
 from delia.diverse import torch_engine
-from delia.diverse.torch_engine import Decoder, TorchEngine, nucleus_draw
+from delia.diverse.torch_engine import Decoder, TorchEngine, nucleus_draw, shared_prefix
 from tests.conftest import TINY, compose_train
 
 MODEL_ID = {"name": "tiny_random"}
@@ -56,6 +56,29 @@ def test_bfloat16_logits_follow_the_float32_ones(tiny_model) -> None:
     b = rounded.prefill(ids, 0, rounded.cache(1, len(ids)))
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == [1, 2]
+    assert shared_prefix([[1, 2], [1, 2, 3]]) == [1]
+    assert shared_prefix([[7, 2], [1, 2]]) == []
+
+
+def test_a_row_prefilled_after_a_shared_prefix_gives_the_models_logits(tiny_model) -> None:
+    model, tok = tiny_model
+    prompts = prompt_ids(tok, ["Name a colour.", "Name a fox."])
+    shared = shared_prefix(prompts)
+    assert 0 < len(shared) < min(map(len, prompts))
+    decoder = Decoder(model, "float32")
+    cache = decoder.cache(3, max(map(len, prompts)) + 2)
+    decoder.prefill(shared, 2, cache)  # the spare row
+    for row, ids in enumerate(prompts):
+        cache.move(2, row, len(shared))
+        logits = decoder.prefill(ids, row, cache, start=len(shared))
+        torch.testing.assert_close(logits, model_logits(model, ids), atol=1e-4, rtol=1e-4)
+    logits = decoder.decode(torch.tensor([5, 9]), torch.tensor([len(p) for p in prompts]), cache)
+    for row, (ids, token) in enumerate(zip(prompts, [5, 9], strict=True)):
+        torch.testing.assert_close(logits[row], model_logits(model, [*ids, token]), atol=1e-4, rtol=1e-4)
 
 
 def test_bfloat16_decoding_attends_in_float32(tiny_model) -> None:
