@@ -13,6 +13,7 @@ from delia.data.mixing import DIVERSE, TASK
 from delia.data.tokenize import IGNORE_INDEX
 from delia.infra.errors import DeliaError
 from delia.model.cross_entropy import label_cross_entropy
+from delia.model.packed_attention import register as register_packed_attention
 from delia.schedule import Schedule, SourceLosses
 
 SEEN_KEYS = ("train/seen_task_examples", "train/seen_diverse_examples")
@@ -119,6 +120,10 @@ class DeliaModule(L.LightningModule):
         # overwrite with rank 0's values. Summed over ranks into callback_metrics at the end; a resumed run
         # starts from what the checkpoint's steps trained (see on_train_start).
         self.sources_seen = torch.zeros(2, dtype=torch.long)
+
+    def setup(self, stage: str) -> None:
+        # a spawned process (ddp_spawn) unpickles a model set to delia_sdpa but starts without its registration
+        register_packed_attention()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = source_losses(self.model, batch)
