@@ -5,9 +5,11 @@ What it serves, as measured here (openvino-genai 2026.4.1): a GGUF *file* that O
 takes, ``diverse.openvino.gguf`` (the embedded SmolLM2's Q4_1 file loads directly, in about 5 s). It does
 not take a float32 GGUF ("Unsupported quantization type"), and the F16/Q8_0 files our exporter writes for
 llama.cpp (:mod:`delia.diverse.gguf_export`) load but decode greedily to other tokens than transformers
-does, so the model OpenVINO samples here is the quantized file, not the float32 model delia-train
-trains: its samples come from a nearby distribution, which ``delia-bench``'s log-probability check
-measures. That is why it is a choice, not the default.
+does. The Q4_1 file holds exactly the embedded model's weights (delia-train dequantizes it to float32), yet
+OpenVINO's greedy replies leave transformers' at tokens that are not near-ties, also with its CPU plugin
+set to float32 inference, a float32 cache and no int8 activations (``notebooks/openvino_properties.py``):
+its samples come from a nearby distribution, which ``delia-bench``'s log-probability check measures. That
+is why it is a choice, not the default.
 
 Sampling as the other backends: temperature, then top-p, no top-k (``top_k=0``), a generator seeded per
 request (``rng_seed``), stop at every end-of-turn id of the chat template or at ``max_new_tokens``; each
