@@ -6,7 +6,7 @@ takes, ``diverse.openvino.gguf`` (the embedded SmolLM2's Q4_1 file loads directl
 not take a float32 GGUF ("Unsupported quantization type"), and the F16/Q8_0 files our exporter writes for
 llama.cpp (:mod:`delia.diverse.gguf_export`) load but decode greedily to other tokens than transformers
 does. The Q4_1 file holds exactly the embedded model's weights (delia-train dequantizes it to float32), yet
-OpenVINO's greedy replies leave transformers' at tokens that are not near-ties, also with its CPU plugin
+OpenVINO's greedy replies leave transformers' at tokens that are not all near-ties, also with its CPU plugin
 set to float32 inference, a float32 cache and no int8 activations (``notebooks/openvino_properties.py``):
 its samples come from a nearby distribution, which ``delia-bench``'s log-probability check measures. That
 is why it is a choice, not the default.
