@@ -150,7 +150,8 @@ class DeliaModule(L.LightningModule):
         metrics = self.trainer.callback_metrics
         metrics[SEEN_KEYS[0]], metrics[SEEN_KEYS[1]] = seen.float().cpu()
 
-    def _trained_before(self) -> torch.Tensor:
+    def trained_before(self) -> torch.Tensor:
+        """Examples per source that this rank's plan trained in the steps already taken (``global_step``)."""
         batches = self.trainer.global_step * self.trainer.accumulate_grad_batches
         datamodule = getattr(self.trainer, "datamodule", None)
         if batches == 0 or not hasattr(datamodule, "sources_trained"):
@@ -194,7 +195,7 @@ class DeliaModule(L.LightningModule):
         # created here, in the training process: a tensor made in __init__ is shared memory after a spawn.
         # A resumed run counts what the checkpoint's steps trained: the rank's plan up to that step (the
         # plan is seeded and its position is in the checkpoint), exactly what an unbroken run has counted.
-        self.sources_seen = self._trained_before()
+        self.sources_seen = self.trained_before()
         if self._rng_to_restore is not None:  # after all setup, right before the first resumed step
             torch.set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None

@@ -330,6 +330,21 @@ def protocol_metrics(cfg: DictConfig, length: RunLength) -> dict[str, Any]:
 def training_counts(trainer: L.Trainer | None, n_task: int, n_diverse: int) -> dict[str, int]:
     """The data sizes and the examples trained on per source (summed over ranks; 0 without training)."""
     counts = {"train/downstream_examples": n_task, "train/diverse_examples": n_diverse}
-    for key in SEEN_KEYS:
-        counts[key] = int(trainer.callback_metrics.get(key, -1)) if trainer is not None else 0
-    return counts
+    seen = [0, 0] if trainer is None else [trainer.callback_metrics.get(key) for key in SEEN_KEYS]
+    if None in seen:  # fit ran no step in this process: Lightning skipped on_train_start and on_train_end
+        seen = counts_without_a_step(trainer)
+    return counts | {key: int(value) for key, value in zip(SEEN_KEYS, seen, strict=True)}
+
+
+def counts_without_a_step(trainer: L.Trainer) -> list[int]:
+    """Examples per source of a resumed run whose checkpoint had already reached ``max_steps`` (killed
+    between its last step and ``metrics.json``): the plan's up to that step, what an unbroken run counted.
+    Over several ranks that would need a gather after the strategy's teardown: -1 there, logged."""
+    if trainer.world_size > 1:
+        log.warning(
+            "train/seen_*_examples: fit resumed at max_steps on %d ranks: not counted (-1)",
+            trainer.world_size,
+        )
+        return [-1, -1]
+    module = trainer.lightning_module
+    return module.trained_before().tolist() if isinstance(module, DeliaModule) else [-1, -1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,18 @@ def test_sigkill_then_resume_gives_identical_weights_and_metrics(
     rows = csv.DictReader((killed / "csv" / "metrics.csv").open())
     train_steps = [int(row["step"]) for row in rows if row.get("train/loss")]
     assert train_steps == list(range(14))  # the log from before the kill is kept, nothing logged twice
+
+
+def test_a_run_killed_after_its_last_step_keeps_its_exposure_counts(reference: Path, tmp_path: Path) -> None:
+    """Killed between the last step's checkpoint and metrics.json: the resume trains no step (Lightning
+    skips on_train_start/end), and the counters are still those of the unbroken run, not -1."""
+    killed = tmp_path / "after_last_step"
+    shutil.copytree(reference, killed)
+    assert checkpoint_step(killed / "checkpoints" / "last.ckpt") == 14
+    (killed / "metrics.json").unlink()
+    shutil.rmtree(killed / "adapter")
+    finish(start(killed, "resume=true"))
+    assert_same_result(reference, killed)
 
 
 def test_preemption_signal_saves_stops_cleanly_and_resume_auto_continues(
