@@ -2,7 +2,7 @@
 
 The verdict rows of the README and of the result reports quote ``report.md`` and ``paired.md`` of the
 reruns (``sep_cpu_v2``, ``ratio_cpu_v2``, ``ratio_cpu_v2_exposure`` with ``ratio_cpu_v2_r64``, ``samples_cpu_v2``) and the
-``against_ratio0/paired.md`` beside two of them; this test rebuilds every table from the committed jobs with
+``against_<reference>/paired.md`` tables beside three of them; this test rebuilds every table from the committed jobs with
 each ``delia-report`` command their report gives (its folders, ``--against``, ``--out`` and ``--metrics``) and
 compares them byte for byte, so a table edited by hand, or raw files changed without the tables, fails here.
 """
