@@ -24,8 +24,8 @@ RERUNS = {
     "ratio_cpu_v2": (RESULTS / "ratio_cpu_v2" / "README.md", 12),  # ratios 4, 16, 0 and common_it at 60 steps
     # common_it and ratio 0 at 12 steps, read with ratio_cpu_v2's ratios 4 and 16 and ratio_cpu_v2_r64: x 3 seeds
     "ratio_cpu_v2_exposure": (RESULTS / "ratio_cpu_v2_exposure" / "README.md", 15),
-    # delia and the four references at 8 and 16 examples: x 3 seeds
-    "samples_cpu_v2": (RESULTS / "samples_cpu_v2" / "README.md", 30),
+    # delia and the four references at 8, 16, 32 and 64 examples: x 3 seeds
+    "samples_cpu_v2": (RESULTS / "samples_cpu_v2" / "README.md", 60),
 }
 
 
