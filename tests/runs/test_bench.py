@@ -31,6 +31,7 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
             "bench.sample_prompts=4",
             "bench.sample_max_new_tokens=8",
             "bench.samplers=[transformers,llamacpp:q8_0]",
+            "bench.default_workload_samplers=[transformers,torch_engine:float32]",
             "bench.matmul_size=256",
             f"hydra.run.dir={out}",
         ],
@@ -66,6 +67,16 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
     workload = results["sampling_workload"]
     assert workload["prompts"] == 4 and workload["prompt_tokens_max"] >= workload["prompt_tokens_mean"] > 0
     assert 0 < results["sampling_reply_tokens"]["transformers"] <= workload["max_new_tokens"] + 1
+    default_run = results["sampling_default_workload"]  # debug=fast: 8 examples at ratio 1, 8 new tokens
+    assert default_run["prompts"] == 8 and default_run["max_new_tokens"] == 8
+    assert set(results["sampling_default_tokens_per_s"]) == {
+        "sample/transformers",
+        "sample/torch_engine_float32",
+    }
+    assert "minus_transformers" in results["sampling_default_logprob"]["torch_engine_float32"]
+    assert results["ratios"]["default_run/sample/torch_engine_float32_vs_transformers"] > 0
+    assert results["machine"]["cpu_family"] is not None
     assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}
     assert results["ratios"]["sample/llamacpp_q8_0_vs_transformers"] > 0
     assert "train/mixed/32-true/ours" in proc.stdout and "delia-bench: wrote" in proc.stdout
+    assert "default_run/sample/torch_engine_float32" in proc.stdout

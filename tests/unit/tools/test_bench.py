@@ -5,11 +5,14 @@ No timing is asserted here: benchmarks report ratios, tests only check that they
 
 from __future__ import annotations
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
+from delia.baselines import prompted_task
 from delia.data.datamodule import collate
 from delia.data.packing import collate_packed
+from delia.infra.errors import DeliaError
 from delia.tools import bench
 from delia.tools.bench import rounds
 from delia.tools.bench.flops import Timing
@@ -125,3 +128,59 @@ def test_the_machine_is_named_by_its_cpu_model(tmp_path) -> None:
     assert bench.cpu_model(str(cpuinfo)) == "AMD EPYC 9R14"
     assert bench.cpu_model(str(tmp_path / "missing")) != ""  # the architecture, where cpuinfo is unreadable
     assert set(bench.machine()) >= {"cpu", "cpu_computes_bfloat16", "cores", "torch_threads", "torch"}
+
+
+def test_the_machine_tells_apart_cpus_that_share_a_name(tmp_path) -> None:
+    first = "processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: {}\nmodel\t\t: {}\nflags\t: {}\n\n"
+    second = "processor\t: 1\nmodel name\t: AMD EPYC\ncpu family\t: 99\nmodel\t\t: 99\nflags\t: amx_bf16\n"
+    zen4, zen5 = tmp_path / "zen4", tmp_path / "zen5"
+    zen4.write_text(first.format(25, 17, "avx2 avx512_bf16 avx512f") + second)
+    zen5.write_text(first.format(26, 2, "avx2 avx512_bf16 avx512_vp2intersect") + second)
+    assert bench.cpu_model(str(zen4)) == bench.cpu_model(str(zen5)) == "AMD EPYC"
+    assert bench.cpu_generation(str(zen4)) == {
+        "cpu_family": "25",
+        "cpu_model_number": "17",
+        "cpu_bfloat16_flags": ["avx512_bf16"],  # the first processor's, not the second's amx_bf16
+    }
+    assert bench.cpu_generation(str(zen5))["cpu_family"] == "26"
+    assert bench.cpu_generation(str(tmp_path / "missing"))["cpu_bfloat16_flags"] == []
+
+
+def test_an_unknown_measure_is_refused_before_any_work() -> None:
+    from tests.conftest import TINY, compose_train
+
+    cfg = compose_train([*TINY, "bench.measure=[train,samplng]"], name="bench")
+    with pytest.raises(DeliaError, match=r"bench.measure: unknown samplng: choose among train, sampling, "):
+        bench.run_bench(cfg)
+
+
+def test_the_default_runs_workload_is_one_prompt_per_diverse_answer() -> None:
+    from tests.conftest import TINY, compose_train
+
+    cfg = compose_train([*TINY, "diverse.ratio=3", "diverse.max_new_tokens=24"], name="bench")
+    workload = bench.default_run_workload(cfg)
+    n_task = len(prompted_task(cfg)["train"])
+    assert workload.bench.sample_prompts == 3 * n_task > 0
+    assert workload.bench.sample_max_new_tokens == 24
+    assert list(workload.bench.samplers) == list(cfg.bench.default_workload_samplers)
+    assert cfg.bench.sample_prompts == 32  # the config it came from is unchanged
+    with pytest.raises(DeliaError, match="samples no diverse answers"):
+        bench.default_run_workload(compose_train([*TINY, "diverse=none"], name="bench"))
+
+
+def test_the_default_runs_sampling_has_its_own_rows_in_the_table() -> None:
+    cell = {
+        "workload": {"prompts": 4, "prompt_tokens_mean": 30.0, "prompt_tokens_max": 41, "max_new_tokens": 8},
+        "tokens_per_s": {"sample/transformers": 10.0, "sample/torch_engine_bfloat16": 25.0},
+        "reply_tokens": {"transformers": 7.0, "torch_engine_bfloat16": 6.0},
+        "skipped": {"openvino": "not installed"},
+        "logprob": {"transformers": {"mean": -1.0, "se": 0.1}},
+    }
+    results = {f"sampling_default_{key}": value for key, value in cell.items()}
+    results["ratios"] = bench.sampling_ratios(cell["tokens_per_s"], "sampling_default")
+    text = bench.table(results)
+    assert results["ratios"] == {"default_run/sample/torch_engine_bfloat16_vs_transformers": 2.5}
+    assert "default_run/sample workload" in text and "replies up to 8" in text
+    assert "default_run/sample/torch_engine_bfloat16" in text and "25.0 generated tok/s" in text
+    assert "default_run/sample/openvino" in text and "skipped" in text
+    assert "sample/transformers" not in text.replace("default_run/sample/transformers", "")
