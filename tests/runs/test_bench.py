@@ -31,7 +31,7 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
             "bench.sample_prompts=4",
             "bench.sample_max_new_tokens=8",
             "bench.samplers=[transformers,llamacpp:q8_0]",
-            "bench.default_workload_samplers=[transformers,torch_engine:float32]",
+            "bench.default_workload_samplers=[transformers,torch_engine:float32,openvino]",  # no GGUF here
             "bench.matmul_size=256",
             f"hydra.run.dir={out}",
         ],
@@ -74,6 +74,7 @@ def test_delia_bench_runs_on_the_tiny_model_and_writes_its_table(tmp_path: Path)
         "sample/torch_engine_float32",
     }
     assert "minus_transformers" in results["sampling_default_logprob"]["torch_engine_float32"]
+    assert set(results["sampling_default_skipped"]) == {"openvino"}  # reported, and the others still ran
     assert results["ratios"]["default_run/sample/torch_engine_float32_vs_transformers"] > 0
     assert results["machine"]["cpu_family"] is not None
     assert set(results["peak_rss_bytes"]) == {"ratio_1", "ratio_10", "ratio_10_in_memory"}

@@ -10,7 +10,8 @@ reply token plus its end-of-turn token.
 The check: the mean log-probability per token of each backend's replies under the float32 transformers
 model (temperature 1), next to that of transformers' own replies to the same prompts. A backend whose
 compute type changes the samples (a quantized one) would show a lower mean; the difference is reported
-with its standard error.
+with its standard error. A backend that is not installed, or cannot serve this model (``openvino`` without
+a GGUF file), is reported under ``skipped`` with its one-line reason; the others are still timed.
 """
 
 from __future__ import annotations
@@ -139,11 +140,11 @@ def time_sampling(cfg: DictConfig) -> dict[str, Any]:
         name, sample_cfg = sampler_settings(cfg, spec)
         try:
             check_installed(str(sample_cfg.sampler), "bench.samplers")
-        except DeliaError as missing:  # an optional backend that is not installed is reported, not timed
-            results["skipped"][name] = str(missing)
-            log.warning("%s: skipped: %s", name, missing)
+            backend = make_sampler(model, tokenizer, sample_cfg, folder, cache_dir, model_identity(cfg.model))
+        except DeliaError as cannot:  # not installed, or not for this model (openvino without a GGUF file):
+            results["skipped"][name] = str(cannot)  # reported, not timed; the other backends still run
+            log.warning("%s: skipped: %s", name, cannot)
             continue
-        backend = make_sampler(model, tokenizer, sample_cfg, folder, cache_dir, model_identity(cfg.model))
         try:
             sample_all(backend, prompts[:2], OmegaConf.merge(sample_cfg, {"max_new_tokens": 4}))  # warm up
             start = time.perf_counter()
