@@ -47,8 +47,9 @@ from delia.tools.bench.rounds import timed_rounds
 from delia.tools.bench.sampling import time_sampling
 from delia.tools.bench.training import CountingCollator, bench_data, mixed_workload
 
-# bench.measure's choices; a sampling measure's figures are the bench.json keys that start with its name
-SAMPLING_MEASURES = ("sampling", "sampling_default")
+# bench.measure's choices; a sampling measure's figures are the bench.json keys that start with its name,
+# and its rows in the table and its ratios are named with this prefix
+SAMPLING_MEASURES = {"sampling": "", "sampling_default": "default_run/"}
 MEASURES = ("train", *SAMPLING_MEASURES, "memory")
 
 __all__ = [
@@ -119,7 +120,7 @@ def sampling_ratios(tokens_per_s: dict[str, float], measure: str = "sampling") -
     base = tokens_per_s.get("sample/transformers")
     if not base:
         return {}
-    lead = "" if measure == "sampling" else "default_run/"
+    lead = SAMPLING_MEASURES[measure]
     return {
         f"{lead}{name}_vs_transformers": value / base
         for name, value in tokens_per_s.items()
@@ -180,7 +181,7 @@ def _sampling_lines(results: dict[str, Any], measure: str) -> list[str]:
     """The table rows of one sampling measure: its workload, tok/s, skipped backends, the log-prob check."""
     if f"{measure}_workload" not in results:
         return []
-    w, lead = results[f"{measure}_workload"], "" if measure == "sampling" else "default_run/"
+    w, lead = results[f"{measure}_workload"], SAMPLING_MEASURES[measure]
     lines = [
         f"{lead + 'sample workload':<46}{w['prompts']:>6} prompts of {w['prompt_tokens_mean']:.0f} tokens "
         f"(max {w['prompt_tokens_max']}), replies up to {w['max_new_tokens']}"
